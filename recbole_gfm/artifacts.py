@@ -1,0 +1,80 @@
+"""Atomic files, fingerprints and version stamps: what makes a result or a cache trustworthy.
+
+Everything the plugin persists (results, caches, foundation embeddings) goes through
+:func:`atomic_write`, so a crash never leaves a half-written file under a name a later run reads,
+and is named by :func:`fingerprint` of what produced it, so a stale file is never mistaken for a
+fresh one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any, Iterator
+
+_VERSIONED = [
+    "recbole-gfm",
+    "recbole",
+    "torch",
+    "torch-geometric",
+    "sentence-transformers",
+    "numpy",
+    "scipy",
+    "pandas",
+]
+
+
+@contextmanager
+def atomic_write(path: str, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+
+
+def fingerprint(*parts: Any, length: int = 16) -> str:
+    """A short stable hash of JSON-serialisable parts (dict order does not matter)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def file_fingerprint(*paths: str, length: int = 16) -> str:
+    """Hash of the bytes of the given files (order matters)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that decide a result."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

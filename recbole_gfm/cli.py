@@ -1,0 +1,46 @@
+"""Command line of ``run_recbole_gfm.py``: ``--model``, ``--dataset``, ``--config_files`` and
+any ``--key=value`` override, the way RecBole's ``run_recbole.py`` reads them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recbole_gfm.config import ConfigError
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_gfm.py",
+        description="Train and evaluate a recbole-gfm or RecBole model. Any other --key=value "
+        "overrides a config key (highest priority).",
+    )
+    parser.add_argument("--model", "-m", default=None, help="model name, e.g. GFM, HGNN, LightGCN, SASRec")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name, e.g. ml-100k")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML properties files")
+    parser.add_argument("--nosave", action="store_true", help="do not save the best checkpoint")
+    args, rest = parser.parse_known_args(argv)
+    overrides: dict[str, str] = {}
+    for arg in rest:
+        if not arg.startswith("--") or "=" not in arg:
+            parser.error(f"unrecognised argument '{arg}': overrides are written --key=value")
+        key, value = arg[2:].split("=", 1)
+        overrides[key] = value
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from recbole_gfm.quick_start import run
+
+    config_files = args.config_files.split() if args.config_files else None
+    try:
+        record = run(args.model, args.dataset, config_files, cmd_overrides=overrides, saved=not args.nosave)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"best_valid_result": record["best_valid_result"], "test_result": record["test_result"]}, indent=2))
+    if record.get("result_file"):
+        print(f"result file: {record['result_file']}")
+    return 0

@@ -1,0 +1,197 @@
+"""RecBole's Config, taught to find this plugin's models and layer this plugin's properties.
+
+Layers, lowest priority first (the order RecBole users know, with ours slotted in after RecBole's
+own defaults):
+
+    RecBole overall -> RecBole model -> RecBole dataset
+    -> recbole_gfm/properties/overall.yaml -> properties/model/<Model>.yaml
+    -> properties/dataset/<dataset>.yaml -> user config files -> config_dict -> command line
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+from functools import lru_cache
+from logging import getLogger
+from typing import Any
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+from recbole.model.abstract_recommender import AbstractRecommender
+from recbole.utils import ModelType
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+_RECBOLE_MODEL_PACKAGES = [
+    "recbole.model.general_recommender",
+    "recbole.model.sequential_recommender",
+    "recbole.model.context_aware_recommender",
+    "recbole.model.knowledge_aware_recommender",
+    "recbole.model.exlib_recommender",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says where and how."""
+
+
+def _model_classes(package: str) -> dict[str, type]:
+    try:
+        module = importlib.import_module(package)
+    except ImportError:  # exlib models need optional packages (xgboost, lightgbm)
+        return {}
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, AbstractRecommender) and hasattr(obj, "type")
+    }
+
+
+@lru_cache(maxsize=None)
+def plugin_models() -> dict[str, type]:
+    """The models this plugin adds, by name."""
+    return _model_classes("recbole_gfm.model")
+
+
+@lru_cache(maxsize=None)
+def recbole_models() -> dict[str, type]:
+    """RecBole's built-in models, by name."""
+    models: dict[str, type] = {}
+    for package in _RECBOLE_MODEL_PACKAGES:
+        models.update(_model_classes(package))
+    return models
+
+
+def get_model(name: str) -> type:
+    """The model class called ``name``: this plugin's first, RecBole's otherwise."""
+    for registry in (plugin_models(), recbole_models()):
+        if name in registry:
+            return registry[name]
+    known = sorted({**recbole_models(), **plugin_models()})
+    lowered = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(lowered[c] for c in close)}?" if close else ""
+    raise ConfigError(
+        f"Unknown model '{name}'.{hint} Models of this plugin: {', '.join(sorted(plugin_models()))}; "
+        f"RecBole has {len(recbole_models())} more (e.g. BPR, LightGCN, SASRec)."
+    )
+
+
+def load_yaml(path: str, loader=yaml.FullLoader) -> dict[str, Any]:
+    """Read a YAML properties file; a syntax error names the file and line."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file '{path}' does not exist.")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.load(f.read(), Loader=loader)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+            raise ConfigError(f"Malformed YAML in {where}: {e.problem or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Malformed YAML in {path}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of 'key: value' lines, not a {type(data).__name__}.")
+    return data
+
+
+@lru_cache(maxsize=None)
+def known_keys() -> frozenset[str]:
+    """Every key some RecBole or plugin properties file, or RecBole's argument lists, define."""
+    from recbole.config import configurator
+
+    keys: set[str] = set()
+    for args in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(configurator, args, []))
+    roots = [os.path.join(os.path.dirname(configurator.__file__), "..", "properties"), PROPERTIES_DIR]
+    for root in roots:
+        for folder, _, files in os.walk(root):
+            for name in files:
+                if name.endswith(".yaml") and "benchmark" not in folder:
+                    keys.update(load_yaml(os.path.join(folder, name)))
+    keys.update({"model", "dataset", "config_files", "benchmark"})
+    return frozenset(keys)
+
+
+class Config(RecBoleConfig):
+    """``recbole.config.Config`` that also knows this plugin's models and properties.
+
+    Args:
+        model: model name or class (plugin models first, then RecBole's).
+        dataset: dataset name.
+        config_file_list: user YAML files, later ones win.
+        config_dict: parameters set from Python.
+        cmd_overrides: ``--key=value`` pairs from the command line (highest priority). Unlike
+            RecBole, ``sys.argv`` is never read implicitly, so library use is not affected by
+            whatever program imports us.
+    """
+
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | None = None,
+        config_dict: dict[str, Any] | None = None,
+        cmd_overrides: dict[str, str] | None = None,
+    ):
+        self._cmd_overrides = dict(cmd_overrides or {})
+        super().__init__(model, dataset, config_file_list, config_dict)
+        self._warn_unknown_keys()
+
+    def _load_config_files(self, file_list):
+        merged: dict[str, Any] = {}
+        for path in file_list or []:
+            merged.update(load_yaml(path, self.yaml_loader))
+        return merged
+
+    def _load_cmd_line(self):
+        return self._convert_config_dict(dict(self._cmd_overrides))
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise ConfigError("No model given: pass --model=NAME (or 'model:' in a config file).")
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise ConfigError("No dataset given: pass --dataset=NAME (or 'dataset:' in a config file).")
+        model_class = get_model(model) if isinstance(model, str) else model
+        return model_class.__name__, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in (
+            os.path.join(PROPERTIES_DIR, "overall.yaml"),
+            os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+            os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+        ):
+            if os.path.isfile(path):
+                layer = load_yaml(path, self.yaml_loader)
+                self.internal_config_dict.update(layer)
+                if os.path.basename(os.path.dirname(path)) == "dataset":
+                    self.parameters["Dataset"] += [k for k in layer if k not in self.parameters["Dataset"]]
+        self._default_sequential_ce_sampling()
+
+    def _default_sequential_ce_sampling(self) -> None:
+        """Sequential models trained with CE need no sampled negatives: RecBole refuses them."""
+        merged = {**self.internal_config_dict, **self.external_config_dict}
+        if (
+            self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL
+            and merged.get("loss_type") == "CE"
+            and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            self.internal_config_dict["train_neg_sample_args"] = None
+
+    def _warn_unknown_keys(self) -> None:
+        known = known_keys()
+        logger = getLogger()
+        for key in self.external_config_dict:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                logger.warning(f"Config key '{key}' is not used by RecBole or recbole_gfm.{hint}")

@@ -1,0 +1,118 @@
+"""The run pipeline: config -> dataset -> split -> model -> RecBole Trainer -> evaluation -> result file.
+
+Mirrors ``recbole.quick_start.run_recbole`` but never imports ``recbole.quick_start`` (it imports
+ray 2.6, which no longer imports on today's stack), finds plugin models and trainers first, and
+writes every result with its resolved config, seed and package versions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from logging import getLogger
+from typing import Any
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation
+from recbole.utils import get_trainer as recbole_get_trainer
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_gfm.artifacts import package_versions, write_json
+from recbole_gfm.compat import to_plain
+from recbole_gfm.config import Config, ConfigError
+
+# Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
+PREPARABLE = ("ml-100k-typed", "ml-1m-typed")
+
+
+def check_dataset_files(config: Config) -> None:
+    """Fail early, naming the folder searched, when the dataset's atomic files are missing."""
+    path, name = config["data_path"], config["dataset"]
+    inter = os.path.join(path, f"{name}.inter")
+    if os.path.isfile(inter):
+        return
+    hint = (
+        f" Prepare it with: python -m recbole_gfm.data.prepare {name}"
+        if name in PREPARABLE
+        else " Put the atomic files there, or set data_path to the folder that holds the dataset's folder."
+    )
+    raise ConfigError(f"Dataset '{name}' not found: no file {inter}.{hint}")
+
+
+def create_dataset(config: Config):
+    """The model's own dataset class when it names one (``dataset_class``), RecBole's otherwise."""
+    dataset_class = getattr(config.model_class, "dataset_class", None)
+    if dataset_class is None:
+        return recbole_create_dataset(config)
+    return dataset_class(config)
+
+
+def get_trainer(config: Config):
+    """``recbole_gfm.trainer.<Model>Trainer`` if it exists, else RecBole's choice."""
+    plugin_trainers = importlib.import_module("recbole_gfm.trainer")
+    trainer = getattr(plugin_trainers, f"{config['model']}Trainer", None)
+    return trainer or recbole_get_trainer(config["MODEL_TYPE"], config["model"])
+
+
+def run(
+    model: str | type | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    cmd_overrides: dict[str, str] | None = None,
+    saved: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split.
+
+    Returns the result record (also written to ``<results_dir>/<model>-<dataset>-<time>.json``
+    unless ``results_dir`` is empty): valid and test metrics, times, config, seed and versions.
+    """
+    config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
+    check_dataset_files(config)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = get_trainer(config)(config, model_obj)
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_time = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    eval_time = time.perf_counter() - start
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    record = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "best_valid_score": best_valid_score,
+        "best_valid_result": dict(best_valid_result or {}),
+        "test_result": dict(test_result or {}),
+        "train_time_s": round(train_time, 3),
+        "eval_time_s": round(eval_time, 3),
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "config": to_plain(config),
+        "versions": package_versions(),
+    }
+    results_dir = config["results_dir"]
+    if results_dir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(results_dir, f"{config['model']}-{config['dataset']}-{stamp}.json")
+        write_json(path, to_plain(record))
+        record["result_file"] = path
+        logger.info(set_color("result file", "yellow") + f": {path}")
+    return record

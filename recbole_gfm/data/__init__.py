@@ -1,0 +1,1 @@
+"""Multi-type item data: datasets, converters, text featurization, the co-interaction graph."""

@@ -1,0 +1,160 @@
+"""Sampling on the co-interaction graph: fixed fan-out neighbour blocks and balanced edge batches.
+
+PyG's NeighborLoader needs pyg-lib or torch-sparse, which have no wheels for current torch on
+PyPI; this module is the vectorised replacement (no Python loop over nodes): per relation, CSR
+rows of the seed nodes are expanded, every candidate edge gets a random key, and the ``fanout``
+smallest keys of each row are kept (uniform sampling without replacement, redrawn every call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from recbole.data.interaction import Interaction
+
+
+@dataclass
+class Block:
+    """One message-passing step: ``dst`` nodes receive from ``src`` nodes (sorted global item ids).
+
+    ``edges[r]`` is a [2, e] tensor of (index into src, index into dst) for relation r, and
+    ``dst_in_src`` the position of every dst node inside ``src`` (for the node's own term).
+    """
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    edges: list[torch.Tensor]
+    dst_in_src: torch.Tensor
+
+
+class RelationCSR:
+    """Per-relation CSR adjacency (row = centre item, columns = its neighbours)."""
+
+    def __init__(self, edge_index: torch.Tensor, edge_type: torch.Tensor, num_nodes: int, num_relations: int):
+        self.num_nodes = num_nodes
+        self.rowptr: list[torch.Tensor] = []
+        self.col: list[torch.Tensor] = []
+        for r in range(num_relations):
+            mask = edge_type == r
+            # messages flow neighbour -> centre: the centre is the edge's target
+            centre, neighbour = edge_index[1, mask], edge_index[0, mask]
+            order = torch.argsort(centre * num_nodes + neighbour)
+            counts = torch.bincount(centre, minlength=num_nodes)
+            self.rowptr.append(torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+            self.col.append(neighbour[order])
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.col)
+
+    def degree(self, r: int, nodes: torch.Tensor) -> torch.Tensor:
+        return self.rowptr[r][nodes + 1] - self.rowptr[r][nodes]
+
+    def sample(
+        self, r: int, nodes: torch.Tensor, fanout: int | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Edges [2, e] (neighbour, centre) with at most ``fanout`` uniformly drawn neighbours per node.
+
+        ``fanout=None`` (or <= 0) keeps every neighbour: the full-graph mode.
+        """
+        start = self.rowptr[r][nodes]
+        degree = self.rowptr[r][nodes + 1] - start
+        total = int(degree.sum())
+        if total == 0:
+            return nodes.new_empty((2, 0))
+        row = torch.repeat_interleave(torch.arange(len(nodes)), degree)
+        offset = torch.arange(total) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
+        position = start[row] + offset
+        if fanout is not None and fanout > 0 and int(degree.max()) > fanout:
+            # rank candidates of each row by a random key; keep the first `fanout`
+            key = torch.rand(total, generator=generator)
+            order = torch.argsort(row.double() + key.double())  # stays grouped by row
+            rank = torch.empty_like(order)
+            rank[order] = offset  # offsets within a row are 0..deg-1 in row order
+            keep = rank < fanout
+            row, position = row[keep], position[keep]
+        return torch.stack([self.col[r][position], nodes[row]])
+
+
+def sample_blocks(
+    csr: RelationCSR, seeds: torch.Tensor, fanouts: list[int | None], generator: torch.Generator | None = None
+) -> list[Block]:
+    """Blocks for len(fanouts) layers around ``seeds``, outermost (first layer) first.
+
+    ``fanouts[l]`` is the fan-out of layer l+1 (papers: 2 layers, uniform fixed-size sampling).
+    """
+    blocks: list[Block] = []
+    dst = torch.unique(seeds)
+    for fanout in reversed(fanouts):
+        sampled = [csr.sample(r, dst, fanout, generator) for r in range(csr.num_relations)]
+        src = torch.unique(torch.cat([dst] + [edges[0] for edges in sampled]))
+        edges = [
+            torch.stack([torch.searchsorted(src, e[0]), torch.searchsorted(dst, e[1])]) for e in sampled
+        ]
+        blocks.append(Block(src=src, dst=dst, edges=edges, dst_in_src=torch.searchsorted(src, dst)))
+        dst = src
+    return blocks[::-1]
+
+
+def full_block(csr: RelationCSR) -> Block:
+    """A block over the whole graph with every edge (full-graph mode, exact inference)."""
+    nodes = torch.arange(csr.num_nodes)
+    edges = [csr.sample(r, nodes, None) for r in range(csr.num_relations)]
+    return Block(src=nodes, dst=nodes, edges=edges, dst_in_src=nodes)
+
+
+class EdgeBatchLoader:
+    """Link-prediction batches for RecBole's Trainer: ``Interaction`` of anchor, positive, negative.
+
+    Positives are graph edges; negatives are uniform random catalogue items (ids 1..num_items-1).
+    With ``balanced=True`` each epoch draws, per relation, as many edges as the rarest relation has
+    (the papers' balanced multi-link sampler), redrawn every epoch; otherwise every edge once.
+    """
+
+    def __init__(
+        self,
+        edge_index: torch.Tensor,
+        edge_type: torch.Tensor,
+        num_items: int,
+        batch_size: int,
+        balanced: bool,
+        seed: int,
+    ):
+        self.edge_index, self.edge_type = edge_index, edge_type
+        self.num_items, self.batch_size, self.balanced = num_items, batch_size, balanced
+        self.generator = torch.Generator().manual_seed(seed)
+        self.relation_edges = [
+            torch.nonzero(edge_type == r).flatten() for r in range(int(edge_type.max()) + 1 if len(edge_type) else 0)
+        ]
+        self.relation_edges = [e for e in self.relation_edges if len(e)]
+
+    def epoch_edges(self) -> torch.Tensor:
+        """Indices of the edges of one epoch, shuffled."""
+        if self.balanced and self.relation_edges:
+            per_relation = min(len(e) for e in self.relation_edges)
+            chosen = [e[torch.randperm(len(e), generator=self.generator)[:per_relation]] for e in self.relation_edges]
+            edges = torch.cat(chosen)
+        else:
+            edges = torch.arange(len(self.edge_type))
+        return edges[torch.randperm(len(edges), generator=self.generator)]
+
+    def __len__(self) -> int:
+        if self.balanced and self.relation_edges:
+            n = min(len(e) for e in self.relation_edges) * len(self.relation_edges)
+        else:
+            n = len(self.edge_type)
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        edges = self.epoch_edges()
+        for start in range(0, len(edges), self.batch_size):
+            batch = edges[start : start + self.batch_size]
+            yield Interaction(
+                {
+                    "anchor": self.edge_index[1, batch],
+                    "positive": self.edge_index[0, batch],
+                    "negative": torch.randint(1, self.num_items, (len(batch),), generator=self.generator),
+                    "relation": self.edge_type[batch],
+                }
+            )

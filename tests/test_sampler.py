@@ -1,0 +1,97 @@
+"""Neighbour sampling and balanced edge sampling on a small random multi-relation graph."""
+
+from __future__ import annotations
+
+import torch
+
+from recbole_gfm.model.sampler import EdgeBatchLoader, RelationCSR, full_block, sample_blocks
+
+
+def random_graph(num_nodes=60, num_edges=700, num_relations=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(1, num_nodes, (num_edges,), generator=g)
+    dst = torch.randint(1, num_nodes, (num_edges,), generator=g)
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    # relation sizes deliberately unequal: 70%, 25%, 5%
+    rel = torch.bucketize(torch.rand(len(src), generator=g), torch.tensor([0.7, 0.95]))
+    pairs = torch.unique(torch.stack([torch.minimum(src, dst), torch.maximum(src, dst), rel]), dim=1)
+    a, b, r = pairs
+    edge_index = torch.cat([torch.stack([a, b]), torch.stack([b, a])], dim=1)
+    return edge_index, torch.cat([r, r]), num_nodes, num_relations
+
+
+def neighbour_sets(edge_index, edge_type, r):
+    sets: dict[int, set[int]] = {}
+    for s, d in edge_index[:, edge_type == r].T.tolist():
+        sets.setdefault(d, set()).add(s)
+    return sets
+
+
+def test_sampled_neighbours_are_real_neighbours_within_fanout_and_distinct():
+    edge_index, edge_type, n, R = random_graph()
+    csr = RelationCSR(edge_index, edge_type, n, R)
+    seeds = torch.arange(1, n)
+    for r in range(R):
+        truth = neighbour_sets(edge_index, edge_type, r)
+        for fanout in (1, 3, None):
+            neighbour, centre = csr.sample(r, seeds, fanout)
+            per_node: dict[int, list[int]] = {}
+            for s, c in zip(neighbour.tolist(), centre.tolist()):
+                per_node.setdefault(c, []).append(s)
+            for c, got in per_node.items():
+                assert set(got) <= truth[c], "a sampled node is not a neighbour"
+                assert len(got) == len(set(got)), "sampling is without replacement"
+                assert len(got) == (len(truth[c]) if fanout is None else min(fanout, len(truth[c])))
+            assert set(per_node) == {c for c in truth if c in set(seeds.tolist())}
+
+
+def test_sampling_is_uniform_and_redrawn_each_call():
+    edge_index = torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]])
+    csr = RelationCSR(edge_index, torch.zeros(4, dtype=torch.long), 5, 1)
+    torch.manual_seed(0)
+    counts = torch.zeros(5)
+    draws = [tuple(sorted(csr.sample(0, torch.tensor([0]), 2)[0].tolist())) for _ in range(4000)]
+    for d in draws:
+        counts[list(d)] += 1
+    assert len(set(draws)) == 6  # all C(4,2) pairs appear
+    assert torch.allclose(counts[1:] / 4000, torch.full((4,), 0.5), atol=0.03)
+
+
+def test_blocks_chain_layers_and_cover_the_seeds():
+    edge_index, edge_type, n, R = random_graph()
+    csr = RelationCSR(edge_index, edge_type, n, R)
+    seeds = torch.tensor([5, 9, 9, 17])
+    blocks = sample_blocks(csr, seeds, [4, 2])
+    assert torch.equal(blocks[-1].dst, torch.tensor([5, 9, 17]))
+    assert torch.equal(blocks[0].dst, blocks[1].src)  # layer 1 computes what layer 2 reads
+    for block in blocks:
+        assert torch.equal(block.src[block.dst_in_src], block.dst)
+        for r, edges in enumerate(block.edges):
+            truth = neighbour_sets(edge_index, edge_type, r)
+            for s, d in zip(block.src[edges[0]].tolist(), block.dst[edges[1]].tolist()):
+                assert s in truth[d]
+    full = full_block(csr)
+    assert sum(e.shape[1] for e in full.edges) == edge_index.shape[1]
+
+
+def test_balanced_sampler_draws_the_rarest_relations_size_from_each_relation_every_epoch():
+    edge_index, edge_type, n, R = random_graph()
+    sizes = torch.bincount(edge_type).tolist()
+    loader = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=True, seed=1)
+    epochs = []
+    for _ in range(2):
+        batches = list(loader)
+        relation = torch.cat([b["relation"] for b in batches])
+        assert torch.bincount(relation, minlength=R).tolist() == [min(sizes)] * R
+        assert len(batches) == len(loader)
+        anchors, positives = torch.cat([b["anchor"] for b in batches]), torch.cat([b["positive"] for b in batches])
+        pairs = set(zip(positives.tolist(), anchors.tolist(), relation.tolist()))
+        assert pairs <= set(zip(*edge_index.tolist(), edge_type.tolist())), "positives must be graph edges"
+        negatives = torch.cat([b["negative"] for b in batches])
+        assert negatives.min() >= 1 and negatives.max() < n
+        epochs.append(sorted(pairs))
+    assert epochs[0] != epochs[1], "the balanced sample is redrawn every epoch"
+
+    plain = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=False, seed=1)
+    assert sum(len(b["anchor"]) for b in plain) == edge_index.shape[1]

@@ -14,13 +14,14 @@ from logging import getLogger
 from typing import Any
 
 from recbole.data import create_dataset as recbole_create_dataset
-from recbole.data import data_preparation
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_gfm.artifacts import package_versions, write_json
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError
+from recbole_gfm.evaluation import evaluate_by_type
+from recbole_gfm.protocol import data_preparation
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
 PREPARABLE = ("ml-100k-typed", "ml-1m-typed")
@@ -67,6 +68,8 @@ def run(
 
     Returns the result record (also written to ``<results_dir>/<model>-<dataset>-<time>.json``
     unless ``results_dir`` is empty): valid and test metrics, times, config, seed and versions.
+    With ``per_type_eval`` the test metrics also hold per-item-type, warm / cold and coverage keys
+    (:mod:`recbole_gfm.evaluation`), computed on the best checkpoint already loaded.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
     check_dataset_files(config)
@@ -92,6 +95,14 @@ def run(
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_time = time.perf_counter() - start
+    test_result = dict(test_result or {})
+    per_type_cases: dict[str, int] = {}
+    if config["per_type_eval"] and test_data:
+        start = time.perf_counter()
+        by_type = evaluate_by_type(trainer, train_data, test_data, show_progress=config["show_progress"])
+        eval_time += time.perf_counter() - start
+        test_result.update({k: v for k, v in by_type.metrics.items() if k not in test_result})
+        per_type_cases = by_type.cases
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -101,7 +112,8 @@ def run(
         "seed": config["seed"],
         "best_valid_score": best_valid_score,
         "best_valid_result": dict(best_valid_result or {}),
-        "test_result": dict(test_result or {}),
+        "test_result": test_result,
+        "test_cases_by_type": per_type_cases,
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(eval_time, 3),
         "saved_model_file": trainer.saved_model_file if saved else None,

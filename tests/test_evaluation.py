@@ -1,0 +1,155 @@
+"""Per-type and warm/cold metrics: a hand-computed example, and equality with RecBole's own numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType, init_seed
+
+from conftest import quick_overrides
+from recbole_gfm.config import Config
+from recbole_gfm.evaluation import evaluate_by_type
+from recbole_gfm.quick_start import create_dataset, get_trainer, run
+
+# Items a1..a3 are of type A, b1..b3 of type B. Pre-split (benchmark_filename) so the split is known.
+TYPES = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "b3": "B"}
+SCORES = {"a1": 6.0, "a2": 5.0, "a3": 4.0, "b1": 3.0, "b2": 2.0, "b3": 1.0}  # same for every user
+SPLIT = {
+    "train": [("u1", "a1"), ("u1", "b1"), ("u2", "a2"), ("u3", "b2")],
+    "valid": [("u2", "b1"), ("u3", "a3")],
+    "test": [("u1", "a2"), ("u1", "b2"), ("u2", "a3"), ("u2", "b3"), ("u3", "a1"), ("u3", "b3")],
+}
+
+
+class FixedScores(GeneralRecommender):
+    """Scores every item by SCORES, whoever the user."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        scores = torch.full((self.n_items,), -1.0)
+        for token, score in SCORES.items():
+            scores[dataset.field2token_id[self.ITEM_ID][token]] = score
+        self.register_buffer("scores", scores)
+
+    def full_sort_predict(self, interaction):
+        return self.scores.repeat(len(interaction[self.USER_ID]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("tiny")
+    folder = root / "tiny"
+    folder.mkdir()
+    for part, rows in SPLIT.items():
+        pd.DataFrame(rows, columns=["user_id:token", "item_id:token"]).to_csv(
+            folder / f"tiny.{part}.inter", sep="\t", index=False
+        )
+    pd.DataFrame(list(TYPES.items()), columns=["item_id:token", "item_type:token"]).to_csv(
+        folder / "tiny.item", sep="\t", index=False
+    )
+    return str(root)
+
+
+def evaluate_tiny(data_path: str) -> tuple[dict, dict, dict]:
+    config = Config(
+        FixedScores,
+        "tiny",
+        config_dict={
+            "data_path": data_path,
+            "benchmark_filename": ["train", "valid", "test"],
+            "load_col": {"inter": ["user_id", "item_id"], "item": ["item_id", "item_type"]},
+            "topk": [1, 2],
+            "metrics": ["Hit", "MRR", "NDCG", "Recall", "Precision"],
+            "state": "ERROR",
+        },
+    )
+    train, _, test = data_preparation(config, create_dataset(config))
+    trainer = get_trainer(config)(config, FixedScores(config, train._dataset))
+    ours = evaluate_by_type(trainer, train, test)
+    recbole = trainer.evaluate(test, load_best_model=False)
+    return ours.metrics, ours.cases, dict(recbole)
+
+
+def test_per_type_metrics_match_a_hand_computed_example(tiny):
+    metrics, cases, recbole = evaluate_tiny(tiny)
+    ndcg_rank2 = 1 / math.log2(3)
+    # Test masks train + valid items. Type A, ranked among a1 > a2 > a3 only:
+    #   u1 (a1 masked) [a2, a3], positive a2 -> rank 1; u2 (a2 masked) [a1, a3], a3 -> rank 2;
+    #   u3 (a3 masked) [a1, a2], a1 -> rank 1.
+    expected_a = {"hit@1": 2 / 3, "hit@2": 1.0, "mrr@2": 2.5 / 3, "ndcg@2": (2 + ndcg_rank2) / 3,
+                  "recall@2": 1.0, "precision@1": 2 / 3, "precision@2": 0.5}
+    # Type B, b1 > b2 > b3: u1 (b1 masked) [b2, b3], b2 -> 1; u2 (b1 masked) [b2, b3], b3 -> 2;
+    #   u3 (b2 masked) [b1, b3], b3 -> 2.
+    expected_b = {"hit@1": 1 / 3, "hit@2": 1.0, "mrr@2": 2 / 3, "ndcg@2": (1 + 2 * ndcg_rank2) / 3}
+    for key, value in expected_a.items():
+        assert metrics[f"{key}[type=A]"] == pytest.approx(value, abs=1e-4), key
+    for key, value in expected_b.items():
+        assert metrics[f"{key}[type=B]"] == pytest.approx(value, abs=1e-4), key
+    # every type-ranked list holds all 3 items of the type at k=2; at k=1: {a2, a1} and {b2, b1}
+    assert metrics["itemcoverage@2[type=A]"] == 1.0 and metrics["itemcoverage@1[type=B]"] == pytest.approx(2 / 3, abs=1e-4)
+    # overall: u1 [a2, a3] of {a2, b2}; u2 [a1, a3] of {a3, b3}; u3 [a1, a2] of {a1, b3}
+    assert metrics["hit@1"] == pytest.approx(2 / 3, abs=1e-4) and metrics["recall@2"] == 0.5
+    # RecBole's ItemCoverage: {a1, a2, a3} over 7 ids (RecBole counts the padding id)
+    assert metrics["itemcoverage@2"] == pytest.approx(3 / 7, abs=1e-4)
+    assert {k: metrics[k] for k in recbole} == recbole
+
+
+def test_warm_and_cold_users_are_split_by_train_interactions_of_the_type(tiny):
+    metrics, cases, _ = evaluate_tiny(tiny)
+    # A: u3 has no train A item (its a3 is in valid, which does not count) -> cold; u1, u2 warm.
+    # B: u2 has no train B item (b1 only in valid) -> cold; u1, u3 warm.
+    assert cases == {"type=A": 3, "type=A,warm": 2, "type=A,cold": 1,
+                     "type=B": 3, "type=B,warm": 2, "type=B,cold": 1}
+    assert metrics["hit@1[type=A,cold]"] == 1.0 and metrics["mrr@2[type=A,warm]"] == 0.75
+    assert metrics["ndcg@2[type=A,warm]"] == pytest.approx((1 + 1 / math.log2(3)) / 2, abs=1e-4)
+    assert metrics["hit@1[type=B,cold]"] == 0.0 and metrics["mrr@2[type=B,cold]"] == 0.5
+    assert metrics["hit@1[type=B,warm]"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def typed_slice(ml100k_slice) -> str:
+    """The ml-100k slice with an ``item_type`` token: the first genre of each movie."""
+    import os
+
+    folder = os.path.join(ml100k_slice, "ml-100k-slice")
+    item = pd.read_csv(os.path.join(folder, "ml-100k-slice.item"), sep="\t")
+    item["item_type:token"] = item["class:token_seq"].str.split(" ").str[0]
+    item.to_csv(os.path.join(folder, "ml-100k-slice.item"), sep="\t", index=False)
+    return ml100k_slice
+
+
+TYPED_LOAD = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "item_type"]}
+
+
+@pytest.mark.parametrize("model", ["LightGCN", "SASRec"])
+def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, typed_slice, workdir):
+    settings = quick_overrides(typed_slice, load_col=TYPED_LOAD)
+    record = run(model, "ml-100k-slice", config_dict=settings)
+    result = record["test_result"]
+    assert "hit@10[type=Drama]" in result and "ndcg@10[type=Comedy,warm]" in result
+    assert 0 < result["itemcoverage@10"] <= 1
+
+    # our overall numbers are RecBole's, for the same trained model
+    config = Config(model, "ml-100k-slice", config_dict=settings)
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, test = data_preparation(config, create_dataset(config))
+    trainer = get_trainer(config)(config, config.model_class(config, train._dataset))
+    trainer.evaluate(test, load_best_model=True, model_file=record["saved_model_file"])  # loads the weights
+    recbole = dict(trainer.evaluate(test, load_best_model=False))
+    ours = evaluate_by_type(trainer, train, test).metrics
+    assert {k: ours[k] for k in recbole} == recbole
+    assert {k: result[k] for k in recbole} == recbole
+    assert {k: v for k, v in ours.items() if "[" in k} == {k: v for k, v in result.items() if "[" in k}
+
+
+def test_no_type_field_skips_per_type_metrics(ml100k_slice, workdir, caplog):
+    record = run("Pop", "ml-100k-slice", config_dict=quick_overrides(ml100k_slice))
+    assert not any("[" in key or "coverage" in key for key in record["test_result"])

@@ -78,7 +78,8 @@ def test_type_statistics_equal_hand_counts(dataset):
 
 
 def test_split_copies_keep_types_and_count_their_own_interactions():
-    full = MultiTypeDataset(make_config(eval_args={"split": {"RS": [0.5, 0.25, 0.25]}, "order": "TO", "group_by": None, "mode": "full"}))
+    split = {"split": {"RS": [0.5, 0.25, 0.25]}, "order": "TO", "group_by": None, "mode": "full"}
+    full = MultiTypeDataset(make_config(eval_args=split))
     parts = full.build()
     assert all(isinstance(p, MultiTypeDataset) for p in parts)
     assert all(p.item_texts() == full.item_texts() and p.item_type_names() == full.item_type_names() for p in parts)
@@ -107,7 +108,8 @@ def copy_fixture(tmp_path, item_lines=None, inter_extra=None) -> str:
 
 
 def test_error_type_field_missing(tmp_path):
-    data = copy_fixture(tmp_path, ["item_id:token\ttitle:token_seq", "p1\tA", "p2\tB", "p3\tC", "a1\tD", "a2\tE", "m1\tF"])
+    lines = ["item_id:token\ttitle:token_seq"] + [f"{item}\tSome title" for item in ("p1", "p2", "p3", "a1", "a2", "m1")]
+    data = copy_fixture(tmp_path, lines)
     with pytest.raises(DataError) as err:
         MultiTypeDataset(make_config(data))
     message = str(err.value)
@@ -144,3 +146,11 @@ def test_error_unknown_text_field_and_missing_item_file(tmp_path):
     os.remove(os.path.join(data, NAME, f"{NAME}.item"))
     with pytest.raises(ConfigError, match=rf"{NAME}.item not found: MultiTypeDataset needs an .item file"):
         MultiTypeDataset(make_config(data))
+
+
+def test_type_filtered_away_is_reported(caplog):
+    with caplog.at_level("WARNING"):
+        dataset = MultiTypeDataset(make_config(item_inter_num_interval="[2,inf)"))
+    assert dataset.item_type_names() == ["audiobook", "podcast"]  # m1 (music) had one interaction
+    assert "No item of type ['music'] is left after filtering" in caplog.text
+    assert dataset.type_statistics()["types"]["podcast"] == {"items": 2, "interactions": 4, "users": 3}

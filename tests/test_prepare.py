@@ -59,6 +59,8 @@ def test_ml100k_typed_counts_and_noop(tmp_path, caplog):
     manifest = json.load(open(os.path.join(path, "prepare.json")))
     assert manifest["type_counts"] == ML100K_TYPED
     assert sorted(os.listdir(tmp_path)) == ["ml-100k-typed"]  # no temporary folder left behind
+    again = prep.prepare("ml-100k-typed", out=str(tmp_path / "again"))
+    assert json.load(open(os.path.join(again, "prepare.json"))) == manifest  # same bytes, same fingerprints
 
     before = os.stat(os.path.join(path, "ml-100k-typed.inter")).st_mtime_ns
     with caplog.at_level("INFO"):

@@ -172,6 +172,7 @@ class MultiTypeDataset(Dataset):
             )
         super()._load_data(token, dataset_path)
         self._check_types(item_path, inter_path)
+        self._raw_type_names = sorted(set(self.item_feat[self.type_field]))
         self._raw_texts, self._fallback_texts = self._build_raw_texts()
 
     def _check_types(self, item_path: str, inter_path: str) -> None:
@@ -244,6 +245,9 @@ class MultiTypeDataset(Dataset):
         type_tokens = self.field2id_token[self.type_field]
         type_of_item = np.asarray(self.item_feat[self.type_field].values, dtype=np.int64)
         self._type_names = sorted({str(type_tokens[t]) for t in type_of_item[1:] if t > 0})
+        lost = [t for t in self._raw_type_names if t not in self._type_names]
+        if lost:
+            self.logger.warning(f"No item of type {lost} is left after filtering; the dataset has {self._type_names}.")
         index = {name: i for i, name in enumerate(self._type_names)}
         by_token = np.array([index.get(str(t), -1) for t in type_tokens], dtype=np.int64)
         self._item_type_ids = torch.from_numpy(by_token[type_of_item])
@@ -255,7 +259,7 @@ class MultiTypeDataset(Dataset):
                 f"{fallback} of {len(item_tokens) - 1} items have no text in {self._used_text_fields}: "
                 "their text is built from their type and other fields."
             )
-        del self._raw_texts, self._fallback_texts
+        del self._raw_texts, self._fallback_texts, self._raw_type_names
 
     def _column(self, field: str) -> np.ndarray:
         values = self.inter_feat[field]

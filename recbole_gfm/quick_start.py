@@ -24,7 +24,7 @@ from recbole_gfm.evaluation import evaluate_by_type
 from recbole_gfm.protocol import data_preparation
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
-PREPARABLE = ("ml-100k-typed", "ml-1m-typed")
+PREPARABLE = ("ml-1m", "ml-100k-typed", "ml-1m-typed")
 
 
 def check_dataset_files(config: Config) -> None:

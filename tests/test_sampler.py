@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from recbole_gfm.model.sampler import EdgeBatchLoader, RelationCSR, full_block, sample_blocks
+from recbole_gfm.data.graph import CoInteractionGraph
+from recbole_gfm.model.sampler import EdgeBatchLoader, full_block, sample_blocks, sample_neighbours
+
+
+def csrs_of(edge_index, edge_type, num_nodes, num_relations):
+    # CoInteractionGraph keeps edges sorted by (relation, source, target)
+    order = torch.argsort((edge_type * num_nodes + edge_index[0]) * num_nodes + edge_index[1])
+    edge_index, edge_type = edge_index[:, order], edge_type[order]
+    graph = CoInteractionGraph(
+        num_nodes, edge_index, torch.ones(edge_index.shape[1]), edge_type,
+        [("t", "t")] * num_relations, torch.zeros(num_nodes, dtype=torch.long), ["t"],
+    )
+    return [graph.relation_csr(r) for r in range(num_relations)]
 
 
 def random_graph(num_nodes=60, num_edges=700, num_relations=3, seed=0):
@@ -30,12 +42,12 @@ def neighbour_sets(edge_index, edge_type, r):
 
 def test_sampled_neighbours_are_real_neighbours_within_fanout_and_distinct():
     edge_index, edge_type, n, R = random_graph()
-    csr = RelationCSR(edge_index, edge_type, n, R)
+    csrs = csrs_of(edge_index, edge_type, n, R)
     seeds = torch.arange(1, n)
     for r in range(R):
         truth = neighbour_sets(edge_index, edge_type, r)
         for fanout in (1, 3, None):
-            neighbour, centre = csr.sample(r, seeds, fanout)
+            neighbour, centre = sample_neighbours(csrs[r], seeds, fanout)
             per_node: dict[int, list[int]] = {}
             for s, c in zip(neighbour.tolist(), centre.tolist()):
                 per_node.setdefault(c, []).append(s)
@@ -48,10 +60,11 @@ def test_sampled_neighbours_are_real_neighbours_within_fanout_and_distinct():
 
 def test_sampling_is_uniform_and_redrawn_each_call():
     edge_index = torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]])
-    csr = RelationCSR(edge_index, torch.zeros(4, dtype=torch.long), 5, 1)
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    (csr,) = csrs_of(edge_index, torch.zeros(8, dtype=torch.long), 5, 1)
     torch.manual_seed(0)
     counts = torch.zeros(5)
-    draws = [tuple(sorted(csr.sample(0, torch.tensor([0]), 2)[0].tolist())) for _ in range(4000)]
+    draws = [tuple(sorted(sample_neighbours(csr, torch.tensor([0]), 2)[0].tolist())) for _ in range(4000)]
     for d in draws:
         counts[list(d)] += 1
     assert len(set(draws)) == 6  # all C(4,2) pairs appear
@@ -60,9 +73,9 @@ def test_sampling_is_uniform_and_redrawn_each_call():
 
 def test_blocks_chain_layers_and_cover_the_seeds():
     edge_index, edge_type, n, R = random_graph()
-    csr = RelationCSR(edge_index, edge_type, n, R)
+    csrs = csrs_of(edge_index, edge_type, n, R)
     seeds = torch.tensor([5, 9, 9, 17])
-    blocks = sample_blocks(csr, seeds, [4, 2])
+    blocks = sample_blocks(csrs, seeds, [4, 2])
     assert torch.equal(blocks[-1].dst, torch.tensor([5, 9, 17]))
     assert torch.equal(blocks[0].dst, blocks[1].src)  # layer 1 computes what layer 2 reads
     for block in blocks:
@@ -71,7 +84,7 @@ def test_blocks_chain_layers_and_cover_the_seeds():
             truth = neighbour_sets(edge_index, edge_type, r)
             for s, d in zip(block.src[edges[0]].tolist(), block.dst[edges[1]].tolist()):
                 assert s in truth[d]
-    full = full_block(csr)
+    full = full_block(csrs, n)
     assert sum(e.shape[1] for e in full.edges) == edge_index.shape[1]
 
 

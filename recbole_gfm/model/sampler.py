@@ -1,8 +1,8 @@
 """Sampling on the co-interaction graph: fixed fan-out neighbour blocks and balanced edge batches.
 
 PyG's NeighborLoader needs pyg-lib or torch-sparse, which have no wheels for current torch on
-PyPI; this module is the vectorised replacement (no Python loop over nodes): per relation, CSR
-rows of the seed nodes are expanded, every candidate edge gets a random key, and the ``fanout``
+PyPI; this module is the vectorised replacement (no Python loop over nodes): per relation, the
+CSR rows (:meth:`CoInteractionGraph.relation_csr`, symmetric graph) of the seed nodes are expanded, every candidate edge gets a random key, and the ``fanout``
 smallest keys of each row are kept (uniform sampling without replacement, redrawn every call).
 """
 
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from recbole.data.interaction import Interaction
+
+from recbole_gfm.data.graph import RelationCSR
 
 
 @dataclass
@@ -28,57 +30,34 @@ class Block:
     dst_in_src: torch.Tensor
 
 
-class RelationCSR:
-    """Per-relation CSR adjacency (row = centre item, columns = its neighbours)."""
+def sample_neighbours(
+    csr: RelationCSR, nodes: torch.Tensor, fanout: int | None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Edges [2, e] (neighbour, centre) with at most ``fanout`` uniformly drawn neighbours per node.
 
-    def __init__(self, edge_index: torch.Tensor, edge_type: torch.Tensor, num_nodes: int, num_relations: int):
-        self.num_nodes = num_nodes
-        self.rowptr: list[torch.Tensor] = []
-        self.col: list[torch.Tensor] = []
-        for r in range(num_relations):
-            mask = edge_type == r
-            # messages flow neighbour -> centre: the centre is the edge's target
-            centre, neighbour = edge_index[1, mask], edge_index[0, mask]
-            order = torch.argsort(centre * num_nodes + neighbour)
-            counts = torch.bincount(centre, minlength=num_nodes)
-            self.rowptr.append(torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
-            self.col.append(neighbour[order])
-
-    @property
-    def num_relations(self) -> int:
-        return len(self.col)
-
-    def degree(self, r: int, nodes: torch.Tensor) -> torch.Tensor:
-        return self.rowptr[r][nodes + 1] - self.rowptr[r][nodes]
-
-    def sample(
-        self, r: int, nodes: torch.Tensor, fanout: int | None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Edges [2, e] (neighbour, centre) with at most ``fanout`` uniformly drawn neighbours per node.
-
-        ``fanout=None`` (or <= 0) keeps every neighbour: the full-graph mode.
-        """
-        start = self.rowptr[r][nodes]
-        degree = self.rowptr[r][nodes + 1] - start
-        total = int(degree.sum())
-        if total == 0:
-            return nodes.new_empty((2, 0))
-        row = torch.repeat_interleave(torch.arange(len(nodes)), degree)
-        offset = torch.arange(total) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
-        position = start[row] + offset
-        if fanout is not None and fanout > 0 and int(degree.max()) > fanout:
-            # rank candidates of each row by a random key; keep the first `fanout`
-            key = torch.rand(total, generator=generator)
-            order = torch.argsort(row.double() + key.double())  # stays grouped by row
-            rank = torch.empty_like(order)
-            rank[order] = offset  # offsets within a row are 0..deg-1 in row order
-            keep = rank < fanout
-            row, position = row[keep], position[keep]
-        return torch.stack([self.col[r][position], nodes[row]])
+    ``fanout=None`` (or <= 0) keeps every neighbour: the full-graph mode.
+    """
+    start = csr.rowptr[nodes]
+    degree = csr.rowptr[nodes + 1] - start
+    total = int(degree.sum())
+    if total == 0:
+        return nodes.new_empty((2, 0))
+    row = torch.repeat_interleave(torch.arange(len(nodes)), degree)
+    offset = torch.arange(total) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
+    position = start[row] + offset
+    if fanout is not None and fanout > 0 and int(degree.max()) > fanout:
+        # rank the candidates of each row by a random key; keep the first `fanout`
+        key = torch.rand(total, generator=generator)
+        order = torch.argsort(row.double() + key.double())  # stays grouped by row
+        rank = torch.empty_like(order)
+        rank[order] = offset  # a row's sorted positions are its offsets 0..deg-1
+        keep = rank < fanout
+        row, position = row[keep], position[keep]
+    return torch.stack([csr.col[position], nodes[row]])
 
 
 def sample_blocks(
-    csr: RelationCSR, seeds: torch.Tensor, fanouts: list[int | None], generator: torch.Generator | None = None
+    csrs: list[RelationCSR], seeds: torch.Tensor, fanouts: list[int | None], generator: torch.Generator | None = None
 ) -> list[Block]:
     """Blocks for len(fanouts) layers around ``seeds``, outermost (first layer) first.
 
@@ -87,7 +66,7 @@ def sample_blocks(
     blocks: list[Block] = []
     dst = torch.unique(seeds)
     for fanout in reversed(fanouts):
-        sampled = [csr.sample(r, dst, fanout, generator) for r in range(csr.num_relations)]
+        sampled = [sample_neighbours(csr, dst, fanout, generator) for csr in csrs]
         src = torch.unique(torch.cat([dst] + [edges[0] for edges in sampled]))
         edges = [
             torch.stack([torch.searchsorted(src, e[0]), torch.searchsorted(dst, e[1])]) for e in sampled
@@ -97,10 +76,10 @@ def sample_blocks(
     return blocks[::-1]
 
 
-def full_block(csr: RelationCSR) -> Block:
+def full_block(csrs: list[RelationCSR], num_nodes: int) -> Block:
     """A block over the whole graph with every edge (full-graph mode, exact inference)."""
-    nodes = torch.arange(csr.num_nodes)
-    edges = [csr.sample(r, nodes, None) for r in range(csr.num_relations)]
+    nodes = torch.arange(num_nodes)
+    edges = [sample_neighbours(csr, nodes, None) for csr in csrs]
     return Block(src=nodes, dst=nodes, edges=edges, dst_in_src=nodes)
 
 

@@ -1,5 +1,6 @@
 """Command line of ``run_recbole_gfm.py``: ``--model``, ``--dataset``, ``--config_files`` and
-any ``--key=value`` override, the way RecBole's ``run_recbole.py`` reads them."""
+any ``--key=value`` override, the way RecBole's ``run_recbole.py`` reads them; ``--protocol NAME``
+for a named split protocol; ``--benchmark FILE`` for a whole leaderboard."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     parser.add_argument("--dataset", "-d", default=None, help="dataset name, e.g. ml-100k")
     parser.add_argument("--config_files", default=None, help="space-separated YAML properties files")
     parser.add_argument("--nosave", action="store_true", help="do not save the best checkpoint")
+    parser.add_argument(
+        "--protocol", default=None, help="named split protocol: temporal, rs811 or loo (properties/protocol/NAME.yaml)"
+    )
+    parser.add_argument(
+        "--benchmark", default=None, help="run (or resume) the leaderboard of a benchmark file, e.g. properties/benchmark/quick.yaml"
+    )
     args, rest = parser.parse_known_args(argv)
     overrides: dict[str, str] = {}
     for arg in rest:
@@ -32,11 +39,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from recbole_gfm.protocol import protocol_file
     from recbole_gfm.quick_start import run
 
-    config_files = args.config_files.split() if args.config_files else None
+    config_files = args.config_files.split() if args.config_files else []
     try:
-        record = run(args.model, args.dataset, config_files, cmd_overrides=overrides, saved=not args.nosave)
+        if args.benchmark:
+            if args.model or args.dataset or config_files or args.protocol:
+                raise ConfigError("--benchmark takes its models, datasets and config files from the benchmark file.")
+            from recbole_gfm.benchmark import run_benchmark
+
+            return 1 if run_benchmark(args.benchmark, overrides) else 0
+        if args.protocol:
+            config_files.insert(0, protocol_file(args.protocol))
+        record = run(args.model, args.dataset, config_files or None, cmd_overrides=overrides, saved=not args.nosave)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -120,16 +120,23 @@ def encode_texts(
     if cache_dir and resolved:
         path = _cache_path(cache_dir, identity, normalize, digest, len(texts))
         if os.path.isfile(path):
+            getLogger().info(set_color("text embeddings", "green") + f": {len(texts)} read from the cache {path}")
             return load_file(path)["embeddings"]
 
     encoder = _load_encoder(model, device)
     unique = sorted(set(texts))
+    start = time.perf_counter()
     vectors = encoder.encode(
         unique,
         batch_size=batch_size,
         show_progress_bar=show_progress,
         convert_to_tensor=True,
         normalize_embeddings=normalize,
+    )
+    elapsed = time.perf_counter() - start
+    getLogger().info(
+        set_color("text embeddings", "green") + f": {len(unique)} distinct texts encoded by {model} on {device} "
+        f"in {elapsed:.1f} s ({len(unique) / max(elapsed, 1e-9):.0f} texts/s)"
     )
     row = {text: i for i, text in enumerate(unique)}
     index = torch.tensor([row[t] for t in texts], dtype=torch.long)
@@ -151,10 +158,10 @@ def item_text_embeddings(config, dataset) -> torch.FloatTensor:
     Uses ``text_encoder``, ``text_batch_size``, ``text_device`` and ``cache_dir`` from ``config``.
     Row 0 (padding) and items with an empty text are zero vectors: "no text" carries no signal.
     """
-    logger = getLogger()
     texts = list(dataset.item_texts())
     has_text = [i for i, t in enumerate(texts) if i > 0 and t.strip()]
-    start = time.perf_counter()
+    if not has_text:
+        raise ValueError("No item has a text: set text_fields to item fields that hold text.")
     vectors = encode_texts(
         [texts[i] for i in has_text],
         model=config["text_encoder"],
@@ -163,12 +170,10 @@ def item_text_embeddings(config, dataset) -> torch.FloatTensor:
         cache_dir=config["cache_dir"],
         show_progress=bool(config["show_progress"]),
     )
-    elapsed = time.perf_counter() - start
     embeddings = torch.zeros(len(texts), vectors.shape[1], dtype=torch.float32)
     embeddings[torch.tensor(has_text, dtype=torch.long)] = vectors
-    logger.info(
+    getLogger().info(
         set_color("text embeddings", "green")
-        + f": {len(has_text)} of {len(texts) - 1} items have text; {config['text_encoder']} -> "
-        f"{vectors.shape[1]}-d in {elapsed:.1f} s ({len(has_text) / max(elapsed, 1e-9):.0f} texts/s, cache hits included)"
+        + f": {len(has_text)} of {len(texts) - 1} items have a text; {vectors.shape[1]}-d, the others zero"
     )
     return embeddings

@@ -1,20 +1,36 @@
-"""Named evaluation protocols (``properties/protocol/<name>.yaml``) and the split fix they need.
+"""Named evaluation protocols (``properties/protocol/<name>.yaml``) and the split fixes they need.
 
 RecBole honours ``rs811`` (RS 8:1:1, RO, user-grouped) and ``loo`` (LS valid_and_test, TO) as
-configured. For ``temporal`` (RS, TO, ``group_by: none``) it sorts all interactions by time and cuts
-by *position*, so interactions sharing the timestamp at a cut can fall on both sides;
-:func:`data_preparation` moves each such cut back to the first interaction at that timestamp.
+configured. For ``temporal`` (RS, TO, ``group_by: none``) it does not quite, and
+:func:`data_preparation` fixes three things:
+
+1. RecBole cuts the time-sorted interactions by *position*, so interactions sharing the timestamp
+   at a cut fall on both sides: the cut times here are taken at the ratio positions, and every
+   interaction at a cut time goes to the later period.
+2. Sequential datasets are cut after augmentation (one row per target, not per interaction), so a
+   sequential model got other cut times than a general one: the cut times are computed once from
+   all interactions, so every model type splits on the same times.
+3. RecBole evaluates a sequential model once per held-out *interaction*, with the earlier held-out
+   interactions of the period fed in as history: on a period split that leaks the period and is
+   not the general models' case (one per user, all the user's period items as positives, the items
+   seen before masked). :class:`PeriodSequentialEvalDataLoader` evaluates sequential models the
+   general way, from the history before the period; users with no history before it are skipped.
+
 (RecBole's own ``TS`` split is no global cut either: it splits train / valid per user.)
 """
 
 from __future__ import annotations
 
+import math
 import os
-import types
 from logging import getLogger
 
 import numpy as np
+import pandas as pd
+import torch
 from recbole.data import data_preparation as recbole_data_preparation
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.utils import ModelType
 
 from recbole_gfm.config import PROPERTIES_DIR, ConfigError
 
@@ -46,31 +62,86 @@ def is_global_time_split(config) -> bool:
     )
 
 
-def _tie_aware_cuts(times: np.ndarray, cuts: list[int]) -> list[int]:
-    """Move every cut back to the first position of the timestamp found at the cut."""
-    return [int(np.searchsorted(times, times[c], side="left")) if 0 < c < len(times) else int(c) for c in cuts]
+def _cut_times(config, dataset) -> list[float]:
+    """Timestamps where the periods start: the times at RecBole's ratio positions over all interactions."""
+    times = np.sort(dataset.inter_feat[dataset.time_field].to_numpy().astype(np.float32))
+    ratios = config["eval_args"]["split"]["RS"]
+    positions = dataset._calcu_split_ids(tot=len(times), ratios=[r / sum(ratios) for r in ratios])
+    return [float(times[p]) if p < len(times) else math.inf for p in positions]
 
 
-def _split_by_ratio_on_time(self, ratios, group_by=None):
-    """``Dataset.split_by_ratio`` for time-sorted data whose cuts never separate tied timestamps."""
+def _split_on_times(self, cut_times: list[float]):
+    """``Dataset.split_by_ratio`` replacement: periods start at ``cut_times`` (data sorted by time)."""
     times = self.inter_feat[self.time_field].numpy()
-    total = len(times)
-    positional = list(self._calcu_split_ids(tot=total, ratios=[r / sum(ratios) for r in ratios]))
-    cuts = _tie_aware_cuts(times, positional)
-    if cuts != positional:
-        getLogger().info(f"Global temporal split: cuts moved from {positional} to {cuts} to keep tied timestamps together.")
-    bounds = [0] + cuts + [total]
+    cuts = [int(np.searchsorted(times, np.float32(t), side="left")) for t in cut_times]
+    bounds = [0] + cuts + [len(times)]
     self._drop_unused_col()
     return [self.copy(self.inter_feat[np.arange(start, end)]) for start, end in zip(bounds[:-1], bounds[1:])]
 
 
+class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
+    """Full ranking for a sequential model once per user of the period, like a general model.
+
+    The user's sequence is the one of their first target in the period (everything before the
+    period), the positives are all their items in the period, and items seen before the period are
+    masked. Users with nothing before the period are left out (a sequence model needs a history).
+    """
+
+    def __init__(self, config, dataset, interactions: pd.DataFrame, start: float, end: float):
+        uid, iid, time = dataset.uid_field, dataset.iid_field, dataset.time_field
+        times = interactions[time].to_numpy(np.float32)
+        before = interactions[times < np.float32(start)].groupby(uid)[iid]
+        during = interactions[(times >= np.float32(start)) & (times < np.float32(end))].groupby(uid)[iid]
+        seen = {u: set(items) for u, items in before}
+        self.positives = {u: torch.tensor(items.to_numpy()) for u, items in during if u in seen}
+        self.history = {u: torch.tensor(sorted(seen[u] - set(p.tolist())), dtype=torch.long) for u, p in self.positives.items()}
+        users = dataset.inter_feat[uid].numpy()
+        order = np.lexsort((dataset.inter_feat[time].numpy(), users))
+        first = order[np.r_[True, users[order][1:] != users[order][:-1]]]
+        keep = first[np.isin(users[first], list(self.positives))]
+        getLogger().info(
+            f"Per-user sequential evaluation: {len(keep)} users with history before the period "
+            f"({len(first) - len(keep)} without, left out)."
+        )
+        super().__init__(config, dataset.copy(dataset.inter_feat[keep]), None)
+
+    def collate_fn(self, index):
+        interaction = self.transform(self._dataset, self._dataset[np.array(index)])
+        users = interaction[self.uid_field].tolist()
+        positive_u = torch.cat([torch.full_like(self.positives[u], i) for i, u in enumerate(users)])
+        history_u = torch.cat([torch.full_like(self.history[u], i) for i, u in enumerate(users)])
+        positive_i = torch.cat([self.positives[u] for u in users])
+        history_i = torch.cat([self.history[u] for u in users])
+        return interaction, (history_u, history_i), positive_u, positive_i
+
+
+def use_time_cuts(config, dataset) -> list[float] | None:
+    """Make ``dataset.build()`` split a global temporal protocol on shared, tie-aware cut times.
+
+    Returns the times where the valid and test periods start (None for other protocols).
+    """
+    if not is_global_time_split(config):
+        return None
+    if not dataset.time_field or dataset.time_field not in dataset.inter_feat:
+        raise ConfigError(
+            f"The global temporal split (order TO, group_by none) needs the time field "
+            f"'{config['TIME_FIELD']}': add it to load_col's inter columns."
+        )
+    cut_times = _cut_times(config, dataset)
+    getLogger().info(f"Global temporal split: valid from time {cut_times[0]}, test from {cut_times[-1]}.")
+    dataset.split_by_ratio = lambda ratios, group_by=None: _split_on_times(dataset, cut_times)
+    return cut_times
+
+
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation``, with the global temporal split's cuts kept off tied timestamps."""
-    if is_global_time_split(config):
-        if not dataset.time_field or dataset.time_field not in dataset.inter_feat:
-            raise ConfigError(
-                f"The global temporal split (order TO, group_by none) needs the time field "
-                f"'{config['TIME_FIELD']}': add it to load_col's inter columns."
-            )
-        dataset.split_by_ratio = types.MethodType(_split_by_ratio_on_time, dataset)
-    return recbole_data_preparation(config, dataset)
+    """RecBole's ``data_preparation``, with the global temporal split fixed (see the module doc)."""
+    interactions = None
+    if is_global_time_split(config) and dataset.time_field in dataset.inter_feat:
+        interactions = dataset.inter_feat[[dataset.uid_field, dataset.iid_field, dataset.time_field]].copy()
+    cut_times = use_time_cuts(config, dataset)
+    train, valid, test = recbole_data_preparation(config, dataset)
+    if cut_times and config["MODEL_TYPE"] == ModelType.SEQUENTIAL and isinstance(test, FullSortEvalDataLoader):
+        bounds = [*cut_times, math.inf]
+        valid = PeriodSequentialEvalDataLoader(config, valid._dataset, interactions, bounds[0], bounds[1])
+        test = PeriodSequentialEvalDataLoader(config, test._dataset, interactions, bounds[-2], bounds[-1])
+    return train, valid, test

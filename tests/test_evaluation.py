@@ -7,13 +7,13 @@ import math
 import pandas as pd
 import pytest
 import torch
-from recbole.data import data_preparation
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, init_seed
 
 from conftest import quick_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.evaluation import evaluate_by_type
+from recbole_gfm.protocol import data_preparation, protocol_file
 from recbole_gfm.quick_start import create_dataset, get_trainer, run
 
 # Items a1..a3 are of type A, b1..b3 of type B. Pre-split (benchmark_filename) so the split is known.
@@ -129,16 +129,17 @@ def typed_slice(ml100k_slice) -> str:
 TYPED_LOAD = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "item_type"]}
 
 
-@pytest.mark.parametrize("model", ["LightGCN", "SASRec"])
-def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, typed_slice, workdir):
+@pytest.mark.parametrize("model, protocol", [("LightGCN", "rs811"), ("SASRec", "temporal")])
+def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, protocol, typed_slice, workdir):
     settings = quick_overrides(typed_slice, load_col=TYPED_LOAD)
-    record = run(model, "ml-100k-slice", config_dict=settings)
+    files = [protocol_file(protocol)]
+    record = run(model, "ml-100k-slice", files, config_dict=settings)
     result = record["test_result"]
     assert "hit@10[type=Drama]" in result and "ndcg@10[type=Comedy,warm]" in result
     assert 0 < result["itemcoverage@10"] <= 1
 
     # our overall numbers are RecBole's, for the same trained model
-    config = Config(model, "ml-100k-slice", config_dict=settings)
+    config = Config(model, "ml-100k-slice", files, config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     train, _, test = data_preparation(config, create_dataset(config))
     trainer = get_trainer(config)(config, config.model_class(config, train._dataset))

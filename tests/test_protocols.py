@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from recbole.data import data_preparation as recbole_data_preparation
 
 from recbole_gfm.config import Config, ConfigError
-from recbole_gfm.protocol import available, data_preparation, protocol_file
+from recbole_gfm.protocol import available, data_preparation, protocol_file, use_time_cuts
 from recbole_gfm.quick_start import create_dataset
 
 N_USERS, PER_USER, N_TIMES = 40, 12, 7  # 480 interactions on 7 timestamps: ties at every cut
@@ -30,14 +29,27 @@ def tied(tmp_path_factory) -> str:
     return str(root)
 
 
-def splits(model: str, protocol: str, data_path: str, prepare=data_preparation) -> list:
-    config = Config(
+def config_of(model: str, protocol: str, data_path: str) -> Config:
+    return Config(
         model,
         "tied",
         config_file_list=[protocol_file(protocol)],
         config_dict={"data_path": data_path, "state": "ERROR", "load_col": {"inter": ["user_id", "item_id", "timestamp"]}},
     )
-    return [loader._dataset.inter_feat for loader in prepare(config, create_dataset(config))]
+
+
+def splits(model: str, protocol: str, data_path: str, fixed: bool = True) -> list:
+    """The train / valid / test interactions (for sequential models: target rows) of a protocol."""
+    config = config_of(model, protocol, data_path)
+    dataset = create_dataset(config)
+    if fixed:
+        use_time_cuts(config, dataset)
+    return [part.inter_feat for part in dataset.build()]
+
+
+def loaders(model: str, protocol: str, data_path: str) -> list:
+    config = config_of(model, protocol, data_path)
+    return data_preparation(config, create_dataset(config))
 
 
 @pytest.mark.parametrize("model", ["BPR", "SASRec"])
@@ -45,13 +57,43 @@ def test_temporal_split_has_no_held_out_interaction_earlier_than_an_earlier_peri
     train, valid, test = (part["timestamp"].numpy() for part in splits(model, "temporal", tied))
     assert len(train) and len(valid) and len(test)
     assert train.max() < valid.min() and valid.max() < test.min(), "ties must not straddle a cut"
-    assert 0.05 < len(test) / (len(train) + len(valid) + len(test)) < 0.2
+    assert 0.05 < len(test) / (len(train) + len(valid) + len(test)) < 0.25
 
 
 def test_recbole_alone_splits_tied_timestamps_across_the_cut(tied):
     """The trap the temporal protocol fixes: RecBole cuts by position inside a tie."""
-    train, valid, test = (part["timestamp"].numpy() for part in splits("BPR", "temporal", tied, recbole_data_preparation))
+    train, valid, test = (part["timestamp"].numpy() for part in splits("BPR", "temporal", tied, fixed=False))
     assert train.max() == valid.min() or valid.max() == test.min()
+
+
+def test_general_and_sequential_models_share_the_cut_times(tied):
+    """RecBole would cut the sequential target rows at their own ratio positions."""
+    general, sequential = splits("BPR", "temporal", tied), splits("SASRec", "temporal", tied)
+    for g, s in zip(general, sequential):
+        g_pairs = set(zip(g["user_id"].tolist(), g["item_id"].tolist()))
+        s_pairs = set(zip(s["user_id"].tolist(), s["item_id"].tolist()))
+        assert s_pairs <= g_pairs  # a sequential split lacks only users' first interactions (never targets)
+        assert (g["timestamp"].min(), g["timestamp"].max()) == (s["timestamp"].min(), s["timestamp"].max())
+
+
+def test_sequential_models_are_evaluated_once_per_user_like_general_ones(tied):
+    _, _, general = loaders("BPR", "temporal", tied)
+    _, _, sequential = loaders("SASRec", "temporal", tied)
+    dataset = general._dataset
+
+    def tokens(ids) -> list[str]:
+        return sorted(dataset.id2token(dataset.iid_field, np.asarray(ids)).tolist())
+
+    assert set(sequential.positives) <= {int(u) for u in general.uid_list}
+    for user, items in sequential.positives.items():
+        assert tokens(items) == tokens(general.uid2positive_item[user])
+        assert tokens(sequential.history[user]) == tokens(general.uid2history_item[user])
+    # one case per user, whose sequence holds only items from before the test period
+    rows = sequential._dataset.inter_feat
+    assert len(rows) == len(sequential.positives) == len(set(rows["user_id"].tolist()))
+    for user, history in zip(rows["user_id"].tolist(), rows["item_id_list"].tolist()):
+        listed = {i for i in history if i}
+        assert listed <= set(sequential.history[user].tolist())
 
 
 def test_rs811_is_a_random_per_user_split(tied):

@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -241,11 +242,16 @@ def run_cell(bench: Benchmark, cell: Cell) -> tuple[int, str]:
         "out": cell_path(bench, cell),
     }
     with open(log_path, "w") as log:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "recbole_gfm.benchmark", "--cell", json.dumps(job)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    return proc.returncode, log_path
+        try:
+            return proc.wait(), log_path
+        except BaseException:  # Ctrl-C or SIGTERM of the grid: do not leave the cell running
+            proc.kill()
+            proc.wait()
+            raise
 
 
 def _cell_main(job: dict[str, Any]) -> None:
@@ -261,38 +267,49 @@ def _cell_main(job: dict[str, Any]) -> None:
 def run_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> int:
     """Run (or resume) every cell, then write the leaderboard. Returns the number of failed cells."""
     bench = load_benchmark(path, cmd_overrides)
-    total, failed = len(bench.cells), 0
-    print(set_color(f"benchmark {bench.name}: {total} cells -> {bench.output_dir}", "green"), flush=True)
-    grid_start = time.perf_counter()
-    for index, cell in enumerate(bench.cells, 1):
-        head = f"[{index}/{total}] {cell.label} on {cell.dataset}, seed {cell.seed}"
-        if cell.capped_from:
-            head += f" (epochs capped {cell.capped_from} -> {cell.epochs})"
-        if os.path.isfile(cell_path(bench, cell)):
-            print(f"{head}: " + set_color("done before, skipped", "blue"), flush=True)
-            continue
-        print(f"{head} ...", flush=True)
-        start = time.perf_counter()
-        code, log_path = run_cell(bench, cell)
-        seconds = time.perf_counter() - start
-        if code != 0 or not os.path.isfile(cell_path(bench, cell)):
-            failed += 1
-            print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)
-            continue
-        with open(cell_path(bench, cell)) as f:
-            record = json.load(f)
-        metric = next(iter(record["test_result"].items()), ("", float("nan")))
-        print(
-            f"{head}: {seconds:.1f} s (train {record['train_time_s']:.1f} s, eval {record['eval_time_s']:.1f} s), "
-            f"test {metric[0]} {metric[1]:.4f}",
-            flush=True,
-        )
+    print(set_color(f"benchmark {bench.name}: {len(bench.cells)} cells -> {bench.output_dir}", "green"), flush=True)
+    start = time.perf_counter()
+    # SIGTERM becomes SystemExit, so run_cell stops the running cell instead of orphaning it
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        failed = sum(not _run_or_skip(bench, index, cell) for index, cell in enumerate(bench.cells, 1))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     paths = write_leaderboard(bench)
-    print(set_color(f"{total - failed}/{total} cells done in {time.perf_counter() - grid_start:.1f} s", "green"))
-    print(open(paths["md"]).read())
+    done = len(bench.cells) - failed
+    print(set_color(f"{done}/{len(bench.cells)} cells done in {time.perf_counter() - start:.1f} s", "green"))
+    with open(paths["md"]) as f:
+        print(f.read())
     for kind, file in paths.items():
         print(f"{kind}: {file}")
     return failed
+
+
+def _run_or_skip(bench: Benchmark, index: int, cell: Cell) -> bool:
+    """Run one cell unless it is stored already, printing one progress line; False if it failed."""
+    head = f"[{index}/{len(bench.cells)}] {cell.label} on {cell.dataset}, seed {cell.seed}"
+    if cell.capped_from:
+        head += f" (epochs capped {cell.capped_from} -> {cell.epochs})"
+    if os.path.isfile(cell_path(bench, cell)):
+        print(f"{head}: " + set_color("done before, skipped", "blue"), flush=True)
+        return True
+    print(f"{head} ...", flush=True)
+    start = time.perf_counter()
+    code, log_path = run_cell(bench, cell)
+    seconds = time.perf_counter() - start
+    if code != 0 or not os.path.isfile(cell_path(bench, cell)):
+        print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)
+        return False
+    with open(cell_path(bench, cell)) as f:
+        record = json.load(f)
+    name = (bench.columns or list(record["test_result"]) or ["no metric"])[0]
+    value = record["test_result"].get(name, math.nan)
+    print(
+        f"{head}: {seconds:.1f} s (train {record['train_time_s']:.1f} s, eval {record['eval_time_s']:.1f} s), "
+        f"test {name} {value:.4f}",
+        flush=True,
+    )
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

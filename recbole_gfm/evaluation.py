@@ -26,9 +26,6 @@ from recbole.evaluator.register import metrics_dict
 from recbole.utils import FeatureType, set_color
 from tqdm import tqdm
 
-GROUPS = ("", "warm", "cold")  # "" = every case of the type
-
-
 class TypeEvalResult(NamedTuple):
     """Metrics by key, and how many evaluation cases (users; interactions for sequential models) each group had."""
 
@@ -149,23 +146,13 @@ def evaluate_by_type(trainer, train_data, eval_data, show_progress: bool = False
     result = Evaluator(config).evaluate(collector.get_data_struct())
     cases: dict[str, int] = {}
     metrics = _topk_metrics(config)
-    for t in present:
-        if not rows[t]:
-            continue
+    for t in (t for t in present if rows[t]):
         name = types.names[t]
-        topk_all = torch.cat(rows[t])
         cold = torch.from_numpy(counts[torch.cat(users[t]).numpy(), t] == 0)
-        for group in GROUPS:
-            mask = {"": torch.ones_like(cold), "warm": ~cold, "cold": cold}[group]
+        for group, mask in (("", torch.ones_like(cold)), ("warm", ~cold), ("cold", cold)):
             label = f"type={name}" + (f",{group}" if group else "")
             cases[label] = int(mask.sum())
-            if cases[label] == 0:
-                continue
-            struct = DataStruct()
-            struct.set("rec.topk", topk_all[mask])
-            for metric in metrics:
-                for key, value in metric.calculate_metric(struct).items():
-                    result[f"{key}[{label}]"] = value
+            result.update(_group_metrics(metrics, torch.cat(rows[t])[mask], label))
         result.update(_type_coverage(torch.cat(recommended[t]), int((types.of_item == t).sum()), config, name))
     if "itemcoverage" not in [m.lower() for m in config["metrics"]]:
         struct = DataStruct()
@@ -173,6 +160,15 @@ def evaluate_by_type(trainer, train_data, eval_data, show_progress: bool = False
         struct.set("data.num_items", dataset.num(dataset.iid_field))
         result.update(metrics_dict["itemcoverage"](config).calculate_metric(struct))
     return TypeEvalResult(result, cases)
+
+
+def _group_metrics(metrics: list, topk_rows: torch.Tensor, label: str) -> dict[str, float]:
+    """RecBole's metric values over the given ``rec.topk`` rows, keyed ``hit@10[<label>]``."""
+    if len(topk_rows) == 0:
+        return {}
+    struct = DataStruct()
+    struct.set("rec.topk", topk_rows)
+    return {f"{key}[{label}]": value for metric in metrics for key, value in metric.calculate_metric(struct).items()}
 
 
 def _type_coverage(recommended: torch.Tensor, n_items: int, config, name: str) -> dict[str, float]:

@@ -76,6 +76,15 @@ def test_bad_benchmark_files_name_the_file_and_the_key(change, key, message, typ
     assert path in str(error.value) and f"'{key}'" in str(error.value) and message in str(error.value)
 
 
+def test_cli_rejects_a_benchmark_mixed_with_a_single_run(capsys):
+    from recbole_gfm.cli import main
+
+    assert main(["--benchmark=any.yaml", "--model=Pop"]) == 2
+    assert "--benchmark takes its models" in capsys.readouterr().err
+    assert main(["--model=Pop", "--dataset=ml-100k", "--protocol=temporl"]) == 2
+    assert "Unknown protocol 'temporl'" in capsys.readouterr().err
+
+
 def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     first = load_benchmark(write_bench(tmp_path, typed_data))
     again = load_benchmark(write_bench(tmp_path, typed_data))

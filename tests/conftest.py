@@ -50,3 +50,44 @@ def quick_overrides(data_path: str, **extra) -> dict:
     }
     settings.update(extra)
     return settings
+
+
+TYPED_SLICE_USERS = 50  # users 1..50 of ml-100k-typed, items seen by >= 3 of them: ~500 items to embed
+
+
+@pytest.fixture(scope="session")
+def typed_slice(tmp_path_factory) -> dict:
+    """Settings for ``ml-100k-typed-slice``: five genre-derived item types, titles as text.
+
+    The text embeddings are cached in a session folder, so MiniLM encodes the ~500 titles once.
+    """
+    from recbole_gfm.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("typed")
+    source = prepare("ml-100k-typed", out=str(root / "full"))
+    name = "ml-100k-typed-slice"
+    folder = root / "data" / name
+    folder.mkdir(parents=True)
+    inter = pd.read_csv(os.path.join(source, "ml-100k-typed.inter"), sep="\t")
+    inter = inter[inter["user_id:token"] <= TYPED_SLICE_USERS]
+    popular = inter["item_id:token"].value_counts()
+    inter = inter[inter["item_id:token"].isin(popular[popular >= 3].index)]
+    inter.to_csv(folder / f"{name}.inter", sep="\t", index=False)
+    item = pd.read_csv(os.path.join(source, "ml-100k-typed.item"), sep="\t")
+    item[item["item_id:token"].isin(inter["item_id:token"])].to_csv(folder / f"{name}.item", sep="\t", index=False)
+    return {
+        "dataset": name,
+        "data_path": str(root / "data"),
+        "cache_dir": str(tmp_path_factory.mktemp("cache")),
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "item_type"]},
+        "item_type_field": "item_type",
+        "text_fields": ["title", "genres"],
+    }
+
+
+def typed_overrides(typed: dict, **extra) -> dict:
+    """One-epoch settings on the typed slice; the HGNN a foundation run trains is tiny too."""
+    settings = quick_overrides(**{k: v for k, v in typed.items() if k != "dataset"})
+    settings.update({"per_type_eval": False, "foundation": {"epochs": 1, "eval_step": 1}})
+    settings.update(extra)
+    return settings

@@ -126,6 +126,28 @@ def test_topk_per_node_and_relation():
         assert r == relation_of[tuple(sorted((int(types[s]), int(types[d]))))]
 
 
+def test_mutual_topk_keeps_only_pairs_both_endpoints_chose_and_bounds_degree():
+    users, items, times, types = random_interactions(seed=2)
+    k = 3
+    union = edge_dict(cointeraction_graph(users, items, types, min_cocount=2, topk=k))
+    mutual = cointeraction_graph(users, items, types, min_cocount=2, topk=k, mutual=True)
+    edges = edge_dict(mutual)
+    assert 0 < len(edges) < len(union) and set(edges) <= set(union)
+    reference = reference_scores(users, items)
+    chosen: dict[tuple[int, int], list[tuple[float, int]]] = {}
+    for (i, j), (c, score) in reference.items():
+        if c >= 2:
+            chosen.setdefault((i, int(types[j])), []).append((-np.float32(score), j))
+    top = {key: {j for _, j in sorted(cands)[:k]} for key, cands in chosen.items()}
+    for i, j in edges:
+        assert j in top[(i, int(types[j]))] and i in top[(j, int(types[i]))]
+    for i, j in set(union) - set(edges):
+        assert not (j in top[(i, int(types[j]))] and i in top[(j, int(types[i]))])
+    per_node_relation = np.zeros((len(types), mutual.num_relations), dtype=int)
+    np.add.at(per_node_relation, (mutual.edge_index[0].numpy(), mutual.edge_type.numpy()), 1)
+    assert per_node_relation.max() <= k
+
+
 def test_relation_csr_and_hetero_round_trip():
     users, items, _, types = random_interactions(seed=3)
     graph = cointeraction_graph(users, items, types, ["x", "y", "z"], topk=4)

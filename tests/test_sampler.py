@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from recbole_gfm.data.graph import CoInteractionGraph
-from recbole_gfm.model.sampler import EdgeBatchLoader, full_block, sample_blocks, sample_neighbours
+from recbole_gfm.model.sampler import EdgeBatchLoader, sample_blocks, sample_neighbours
 
 
 def csrs_of(edge_index, edge_type, num_nodes, num_relations):
@@ -80,18 +80,19 @@ def test_blocks_chain_layers_and_cover_the_seeds():
     assert torch.equal(blocks[0].dst, blocks[1].src)  # layer 1 computes what layer 2 reads
     for block in blocks:
         assert torch.equal(block.src[block.dst_in_src], block.dst)
-        for r, edges in enumerate(block.edges):
-            truth = neighbour_sets(edge_index, edge_type, r)
-            for s, d in zip(block.src[edges[0]].tolist(), block.dst[edges[1]].tolist()):
-                assert s in truth[d]
-    full = full_block(csrs, n)
-    assert sum(e.shape[1] for e in full.edges) == edge_index.shape[1]
+        truths = [neighbour_sets(edge_index, edge_type, r) for r in range(R)]
+        sources, targets = block.src[block.edge_index[0]], block.dst[block.edge_index[1]]
+        for s, d, r in zip(sources.tolist(), targets.tolist(), block.edge_type.tolist()):
+            assert s in truths[r][d]
+    (full,) = sample_blocks(csrs, torch.arange(n), [0])  # fan-out 0: every neighbour
+    assert full.edge_index.shape[1] == edge_index.shape[1]
+    assert torch.equal(torch.bincount(full.edge_type, minlength=R), torch.bincount(edge_type, minlength=R))
 
 
 def test_balanced_sampler_draws_the_rarest_relations_size_from_each_relation_every_epoch():
     edge_index, edge_type, n, R = random_graph()
     sizes = torch.bincount(edge_type).tolist()
-    loader = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=True, seed=1)
+    loader = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=True, seed=1, num_negatives=3)
     epochs = []
     for _ in range(2):
         batches = list(loader)
@@ -102,7 +103,7 @@ def test_balanced_sampler_draws_the_rarest_relations_size_from_each_relation_eve
         pairs = set(zip(positives.tolist(), anchors.tolist(), relation.tolist()))
         assert pairs <= set(zip(*edge_index.tolist(), edge_type.tolist())), "positives must be graph edges"
         negatives = torch.cat([b["negative"] for b in batches])
-        assert negatives.min() >= 1 and negatives.max() < n
+        assert negatives.shape == (len(anchors), 3) and negatives.min() >= 1 and negatives.max() < n
         epochs.append(sorted(pairs))
     assert epochs[0] != epochs[1], "the balanced sample is redrawn every epoch"
 

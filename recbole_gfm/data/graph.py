@@ -269,6 +269,7 @@ def cointeraction_graph(
     min_cocount: int = 1,
     topk: int | None = 20,
     chunk_nnz: int = DEFAULT_CHUNK_NNZ,
+    mutual: bool = False,
 ) -> CoInteractionGraph:
     """Build the co-interaction graph from interaction arrays (the train split only!).
 
@@ -280,6 +281,9 @@ def cointeraction_graph(
         time_window: join two items only if one user consumed both within this time; ``None``: ever.
         min_cocount: minimum number of distinct users who consumed both items.
         topk: neighbours kept per item and relation by ``c_ij / sqrt(n_i n_j)``; ``None`` keeps all.
+        mutual: keep a pair only when both endpoints have it in their top-k, so no degree exceeds
+            ``topk`` per relation. With the union (default) an item of a small type is in the top-k
+            of most items of a large type and becomes a hub joined to much of the catalogue.
         chunk_nnz: co-count entries held at once (bounds peak memory, not the result; a single item
             whose co-counts exceed it still forms a block of its own).
     """
@@ -310,10 +314,14 @@ def cointeraction_graph(
     dst = np.concatenate([d for _, d, _ in selected] + [np.zeros(0, np.int64)])
     weight = np.concatenate([w for _, _, w in selected] + [np.zeros(0, np.float32)])
 
-    # Union of both endpoints' selections, in both directions (the score is symmetric).
+    # Union (or, mutual, intersection) of both endpoints' selections, in both directions (the score
+    # is symmetric). Each endpoint selects a pair at most once, so a key seen twice is mutual.
     both = np.concatenate([src * num_items + dst, dst * num_items + src])
     order = np.argsort(both, kind="stable")
-    first = order[np.r_[True, both[order[1:]] != both[order[:-1]]]]
+    starts = np.r_[True, both[order[1:]] != both[order[:-1]]]
+    first = order[starts]
+    if mutual:
+        first = first[np.diff(np.r_[np.flatnonzero(starts), len(both)]) == 2]
     weight = np.concatenate([weight, weight])[first]
     src, dst = both[first] // num_items, both[first] % num_items
     edge_type = _relation_ids(num_types)[types[src], types[dst]] if len(src) else np.zeros(0, np.int64)
@@ -327,7 +335,7 @@ def build_cointeraction_graph(config, train_dataset) -> CoInteractionGraph:
 
     Item types come from ``train_dataset.item_type_ids()`` / ``item_type_names()`` (MultiTypeDataset);
     a plain RecBole dataset gives one type, ``item``. Options: ``graph_time_window``,
-    ``graph_min_cocount``, ``graph_topk``.
+    ``graph_min_cocount``, ``graph_topk``, ``graph_mutual_topk``.
     """
     logger = getLogger()
     inter = train_dataset.inter_feat
@@ -351,6 +359,7 @@ def build_cointeraction_graph(config, train_dataset) -> CoInteractionGraph:
         time_window=window,
         min_cocount=config["graph_min_cocount"],
         topk=config["graph_topk"],
+        mutual=config["graph_mutual_topk"],
     )
     per_relation = ", ".join(f"{a}-{b}: {n}" for (a, b), n in graph.edges_per_relation().items())
     logger.info(

@@ -1,1 +1,7 @@
-"""Models added by recbole-gfm."""
+"""Models added by recbole-gfm (found by name by recbole_gfm.config.get_model)."""
+
+from recbole_gfm.model.gfm import GFM
+from recbole_gfm.model.hgnn import HGNN
+from recbole_gfm.model.llmknn import LLMKNN
+
+__all__ = ["GFM", "HGNN", "LLMKNN"]

@@ -20,13 +20,15 @@ from recbole_gfm.data.graph import RelationCSR
 class Block:
     """One message-passing step: ``dst`` nodes receive from ``src`` nodes (sorted global item ids).
 
-    ``edges[r]`` is a [2, e] tensor of (index into src, index into dst) for relation r, and
-    ``dst_in_src`` the position of every dst node inside ``src`` (for the node's own term).
+    ``edge_index`` [2, e] holds (index into src, index into dst), ``edge_type`` [e] the relation
+    of each edge, and ``dst_in_src`` the position of every dst node inside ``src`` (for the
+    node's own term).
     """
 
     src: torch.Tensor
     dst: torch.Tensor
-    edges: list[torch.Tensor]
+    edge_index: torch.Tensor
+    edge_type: torch.Tensor
     dst_in_src: torch.Tensor
 
 
@@ -66,27 +68,27 @@ def sample_blocks(
     blocks: list[Block] = []
     dst = torch.unique(seeds)
     for fanout in reversed(fanouts):
-        sampled = [sample_neighbours(csr, dst, fanout, generator) for csr in csrs]
-        src = torch.unique(torch.cat([dst] + [edges[0] for edges in sampled]))
-        edges = [
-            torch.stack([torch.searchsorted(src, e[0]), torch.searchsorted(dst, e[1])]) for e in sampled
-        ]
-        blocks.append(Block(src=src, dst=dst, edges=edges, dst_in_src=torch.searchsorted(src, dst)))
-        dst = src
+        blocks.append(_block([sample_neighbours(csr, dst, fanout, generator) for csr in csrs], dst))
+        dst = blocks[-1].src
     return blocks[::-1]
 
 
-def full_block(csrs: list[RelationCSR], num_nodes: int) -> Block:
-    """A block over the whole graph with every edge (full-graph mode, exact inference)."""
-    nodes = torch.arange(num_nodes)
-    edges = [sample_neighbours(csr, nodes, None) for csr in csrs]
-    return Block(src=nodes, dst=nodes, edges=edges, dst_in_src=nodes)
+def _block(per_relation: list[torch.Tensor], dst: torch.Tensor) -> Block:
+    """Assemble a block from per-relation (global neighbour, global centre) edge lists."""
+    edges = torch.cat(per_relation, dim=1)
+    edge_type = torch.repeat_interleave(
+        torch.arange(len(per_relation)), torch.tensor([e.shape[1] for e in per_relation], dtype=torch.long)
+    )
+    src = torch.unique(torch.cat([dst, edges[0]]))
+    edge_index = torch.stack([torch.searchsorted(src, edges[0]), torch.searchsorted(dst, edges[1])])
+    return Block(src, dst, edge_index, edge_type, torch.searchsorted(src, dst))
 
 
 class EdgeBatchLoader:
-    """Link-prediction batches for RecBole's Trainer: ``Interaction`` of anchor, positive, negative.
+    """Link-prediction batches for RecBole's Trainer: ``Interaction`` of anchor, positive, negatives.
 
-    Positives are graph edges; negatives are uniform random catalogue items (ids 1..num_items-1).
+    Positives are graph edges; ``num_negatives`` negatives per edge are uniform random catalogue
+    items (ids 1..num_items-1).
     With ``balanced=True`` each epoch draws, per relation, as many edges as the rarest relation has
     (the papers' balanced multi-link sampler), redrawn every epoch; otherwise every edge once.
     """
@@ -99,9 +101,11 @@ class EdgeBatchLoader:
         batch_size: int,
         balanced: bool,
         seed: int,
+        num_negatives: int = 1,
     ):
         self.edge_index, self.edge_type = edge_index, edge_type
         self.num_items, self.batch_size, self.balanced = num_items, batch_size, balanced
+        self.num_negatives = num_negatives
         self.generator = torch.Generator().manual_seed(seed)
         self.relation_edges = [
             torch.nonzero(edge_type == r).flatten() for r in range(int(edge_type.max()) + 1 if len(edge_type) else 0)
@@ -133,7 +137,9 @@ class EdgeBatchLoader:
                 {
                     "anchor": self.edge_index[1, batch],
                     "positive": self.edge_index[0, batch],
-                    "negative": torch.randint(1, self.num_items, (len(batch),), generator=self.generator),
+                    "negative": torch.randint(
+                        1, self.num_items, (len(batch), self.num_negatives), generator=self.generator
+                    ),
                     "relation": self.edge_type[batch],
                 }
             )

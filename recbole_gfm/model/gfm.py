@@ -1,0 +1,197 @@
+"""GFM: the two-tower adaptation layer on top of the foundation (2403.07478 section 4; 2T-HGNN 2403.05185).
+
+Item tower:  MLP([foundation_i ; text_i ; type_i (; id_i)])                      -> unit vector
+User tower:  MLP([mean foundation/text vector of the user's history, per item type ;
+                  log(1 + count per type) ; user features])                      -> unit vector
+Score:       u . v / temperature. Loss: softmax over in-batch items with the logQ correction
+             (logits minus log item frequency: Yi et al., RecSys 2019), duplicates of the
+             positive item masked. The target never appears in its own user history: its
+             content vector and count are subtracted before the user tower sees the history.
+
+``unified: False`` trains one pair of towers per item type (the papers' per-type baseline): a
+pair sees only interactions and history of its type, and an item is scored by its type's pair.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_gfm.config import ConfigError
+from recbole_gfm.data.dataset import MultiTypeDataset
+from recbole_gfm.data.text import item_text_embeddings
+from recbole_gfm.foundation import ensure_foundation
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class Towers(nn.Module):
+    """One user tower and one item tower."""
+
+    def __init__(self, user_dim: int, item_dim: int, hidden: list[int], out_dim: int, dropout: float):
+        super().__init__()
+        self.user = mlp(user_dim, hidden, out_dim, dropout)
+        self.item = mlp(item_dim, hidden, out_dim, dropout)
+
+
+class GFM(GeneralRecommender):
+    """Graph Foundation Model adapter: unified two-tower model over the foundation's item embeddings."""
+
+    input_type = InputType.POINTWISE
+    dataset_class = MultiTypeDataset
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.use_foundation, self.use_text = config["use_foundation"], config["use_text"]
+        if not (self.use_foundation or self.use_text):
+            raise ConfigError("GFM needs item content: set use_foundation or use_text (or both) to True.")
+        self.unified = config["unified"]
+        self.temperature = config["temperature"]
+        self.logq = config["logq_correction"]
+
+        content = []  # fixed per-item content vectors: the foundation's and the text encoder's
+        if self.use_foundation:
+            content.append(ensure_foundation(config, dataset).float())
+        if self.use_text:
+            content.append(F.normalize(item_text_embeddings(config, dataset), dim=-1))
+        content = torch.cat(content, dim=1)
+        content[0] = 0
+        self.register_buffer("content", content, persistent=False)
+
+        item_type = dataset.item_type_ids().clone()
+        self.n_types = len(dataset.item_type_names())
+        item_type[0] = 0  # padding never scored; any valid type index keeps lookups simple
+        self.register_buffer("item_type", item_type, persistent=False)
+
+        # per-user, per-type sum of content vectors and counts of the train history
+        inter = dataset.inter_feat
+        users, items = inter[self.USER_ID], inter[self.ITEM_ID]
+        sums = torch.zeros(self.n_users, self.n_types, content.shape[1])
+        sums.index_put_((users, item_type[items]), content[items], accumulate=True)
+        counts = torch.zeros(self.n_users, self.n_types)
+        counts.index_put_((users, item_type[items]), torch.ones(len(items)), accumulate=True)
+        self.register_buffer("history_sum", sums, persistent=False)
+        self.register_buffer("history_count", counts, persistent=False)
+        frequency = torch.bincount(items, minlength=self.n_items).float() + 1.0
+        self.register_buffer("log_item_prob", (frequency / frequency.sum()).log(), persistent=False)
+
+        self.user_fields = [
+            f for f in (dataset.user_feat.columns if dataset.user_feat is not None else []) if f != self.USER_ID
+            and dataset.field2type[f].name == "TOKEN"
+        ]
+        self.user_embeddings = nn.ModuleDict(
+            {f: nn.Embedding(dataset.num(f), config["feature_embedding_size"]) for f in self.user_fields}
+        )
+        if self.user_fields:
+            self.register_buffer(
+                "user_feature_ids", torch.stack([dataset.user_feat[f] for f in self.user_fields], dim=1), persistent=False
+            )
+        self.type_embedding = nn.Embedding(self.n_types, config["feature_embedding_size"])
+        self.id_embedding = nn.Embedding(self.n_items, config["feature_embedding_size"]) if config["use_item_id"] else None
+
+        history_types = self.n_types if self.unified else 1
+        user_dim = history_types * (content.shape[1] + 1) + len(self.user_fields) * config["feature_embedding_size"]
+        item_dim = content.shape[1] + config["feature_embedding_size"] * (2 if self.id_embedding is not None else 1)
+        n_towers = 1 if self.unified else self.n_types
+        self.towers = nn.ModuleList(
+            Towers(user_dim, item_dim, list(config["mlp_hidden_sizes"]), config["embedding_size"], config["dropout_prob"])
+            for _ in range(n_towers)
+        )
+        self._item_vectors: torch.Tensor | None = None
+
+    # --- towers -------------------------------------------------------------------------------
+    def user_input(self, users: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor, tower: int) -> torch.Tensor:
+        """Tower input from per-type history sums [B, T, d] and counts [B, T]."""
+        if not self.unified:
+            sums, counts = sums[:, tower : tower + 1], counts[:, tower : tower + 1]
+        means = sums / counts.clamp(min=1).unsqueeze(-1)
+        parts = [means.flatten(1), torch.log1p(counts)]
+        if self.user_fields:
+            ids = self.user_feature_ids[users]
+            parts += [self.user_embeddings[f](ids[:, k]) for k, f in enumerate(self.user_fields)]
+        return torch.cat(parts, dim=1)
+
+    def item_input(self, items: torch.Tensor) -> torch.Tensor:
+        parts = [self.content[items], self.type_embedding(self.item_type[items])]
+        if self.id_embedding is not None:
+            parts.append(self.id_embedding(items))
+        return torch.cat(parts, dim=1)
+
+    def encode_users(self, users, sums, counts, tower: int) -> torch.Tensor:
+        return F.normalize(self.towers[tower].user(self.user_input(users, sums, counts, tower)), dim=-1)
+
+    def encode_items(self, items: torch.Tensor, tower: int) -> torch.Tensor:
+        return F.normalize(self.towers[tower].item(self.item_input(items)), dim=-1)
+
+    def user_vectors(self, users: torch.Tensor, sums=None, counts=None) -> torch.Tensor:
+        """[B, n_towers, d] user vectors from the train history (or the given history sums/counts)."""
+        sums = self.history_sum[users] if sums is None else sums
+        counts = self.history_count[users] if counts is None else counts
+        return torch.stack([self.encode_users(users, sums, counts, t) for t in range(len(self.towers))], dim=1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items, d] item vectors, each from its type's towers; computed once per evaluation."""
+        if self._item_vectors is None or self.training:
+            items = torch.arange(self.n_items, device=self.content.device)
+            if self.unified:
+                vectors = self.encode_items(items, 0)
+            else:
+                vectors = torch.stack([self.encode_items(items, t) for t in range(len(self.towers))], dim=1)
+                vectors = vectors[items, self.item_type]
+            self._item_vectors = vectors
+        return self._item_vectors
+
+    def train(self, mode: bool = True):
+        self._item_vectors = None
+        return super().train(mode)
+
+    # --- RecBole API --------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        users, items = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        types = self.item_type[items]
+        # leave-target-out history: the positive item is removed from its own user's history
+        sums = self.history_sum[users].clone()
+        counts = self.history_count[users].clone()
+        rows = torch.arange(len(users), device=users.device)
+        sums[rows, types] -= self.content[items]
+        counts[rows, types] = (counts[rows, types] - 1).clamp(min=0)
+
+        loss = 0.0
+        groups = [(rows, 0)] if self.unified else [(rows[types == t], t) for t in range(self.n_types)]
+        for index, tower in groups:
+            if len(index) == 0:
+                continue
+            u = self.encode_users(users[index], sums[index], counts[index], tower)
+            v = self.encode_items(items[index], tower)
+            logits = u @ v.T / self.temperature
+            if self.logq:
+                logits = logits - self.log_item_prob[items[index]].unsqueeze(0)
+            same_item = items[index].unsqueeze(0) == items[index].unsqueeze(1)
+            logits = logits.masked_fill(same_item & ~torch.eye(len(index), dtype=torch.bool, device=logits.device), -1e9)
+            loss = loss + F.cross_entropy(logits, torch.arange(len(index), device=logits.device), reduction="sum")
+        return loss / len(users)
+
+    def predict(self, interaction):
+        users, items = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        u = self.user_vectors(users)
+        tower = torch.zeros_like(items) if self.unified else self.item_type[items]
+        return (u[torch.arange(len(users)), tower] * self.item_vectors()[items]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        users = interaction[self.USER_ID]
+        u = self.user_vectors(users)  # [B, n_towers, d]
+        v = self.item_vectors()
+        if self.unified:
+            return (u[:, 0] @ v.T).flatten()
+        scores = torch.einsum("btd,nd->btn", u, v)  # every tower's user vector against every item
+        return scores.gather(1, self.item_type.expand(len(users), 1, -1)).flatten()

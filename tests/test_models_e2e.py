@@ -1,0 +1,61 @@
+"""End-to-end runs of this plugin's models (HGNN, LLMKNN, GFM) on a typed slice of ml-100k."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import typed_overrides
+from recbole_gfm import foundation
+from recbole_gfm.quick_start import run
+
+
+def finite_metrics(result: dict) -> bool:
+    return all(math.isfinite(v) and 0 <= v <= 1 for v in result.values())
+
+
+def artifacts(cache_dir: str) -> set[str]:
+    folder = os.path.join(cache_dir, "foundation")
+    return {d for d in os.listdir(folder) if not d.startswith(".")} if os.path.isdir(folder) else set()
+
+
+def test_hgnn_trains_and_writes_its_foundation_artifact(typed_slice, workdir):
+    record = run("HGNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, epochs=2, eval_step=1))
+    assert finite_metrics(record["test_result"]) and record["test_result"]["hit@10"] > 0
+    (name,) = [d for d in artifacts(typed_slice["cache_dir"]) if d.startswith(typed_slice["dataset"])][:1]
+    folder = os.path.join(typed_slice["cache_dir"], "foundation", name)
+    with open(os.path.join(folder, "meta.json")) as f:
+        meta = json.load(f)
+    assert meta["dataset"] == typed_slice["dataset"] and meta["item_tokens"][0] == "[PAD]"
+    assert meta["versions"]["recbole"] == "1.2.1" and meta["config"]["epochs"] == 2
+    from safetensors.torch import load_file
+
+    embeddings = load_file(os.path.join(folder, "embeddings.safetensors"))["item_embeddings"]
+    assert embeddings.shape == (len(meta["item_tokens"]), 128)
+    assert torch.allclose(embeddings[1:].norm(dim=1), torch.ones(len(embeddings) - 1), atol=1e-5)
+
+
+def test_llmknn_scores_with_raw_text_vectors(typed_slice, workdir):
+    record = run("LLMKNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
+    assert finite_metrics(record["test_result"]) and record["test_result"]["hit@10"] > 0
+
+
+def test_gfm_trains_its_foundation_once_then_reuses_it(typed_slice, workdir, monkeypatch):
+    before = artifacts(typed_slice["cache_dir"])
+    settings = typed_overrides(typed_slice, foundation={"epochs": 1, "eval_step": 1, "margin": 0.2})
+    first = run("GFM", typed_slice["dataset"], config_dict=settings)
+    assert finite_metrics(first["test_result"]) and first["test_result"]["hit@10"] > 0
+    assert len(artifacts(typed_slice["cache_dir"]) - before) == 1, "one new foundation for the new settings"
+
+    import recbole_gfm.quick_start as quick_start
+
+    def no_second_foundation_run(*args, **kwargs):
+        raise AssertionError("the cached foundation should have been reused")
+
+    monkeypatch.setattr(quick_start, "run", no_second_foundation_run)
+    second = run("GFM", typed_slice["dataset"], config_dict=settings)
+    assert second["test_result"] == first["test_result"], "same seed, same numbers, cache warm or cold"

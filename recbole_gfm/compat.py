@@ -133,6 +133,8 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
     state = {
         "config": to_plain(self.config),
+        # what the run was given (files, dict, command line): enough to rebuild it (recbole_gfm.inference)
+        "external_config": to_plain(getattr(self.config, "external_config_dict", {})),
         "epoch": epoch,
         "cur_step": self.cur_step,
         "best_valid_score": to_plain(self.best_valid_score),

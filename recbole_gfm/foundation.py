@@ -108,8 +108,14 @@ def artifact_dir(config, dataset) -> str:
     return os.path.join(config["cache_dir"], "foundation", f"{config['dataset']}-{foundation_fingerprint(config, dataset)}")
 
 
-def save_foundation(config, dataset, embeddings: torch.Tensor, extra: dict | None = None) -> str:
-    """Write the artifact folder atomically (temp folder, then rename) and return its path."""
+def save_foundation(
+    config, dataset, embeddings: torch.Tensor, encoder: torch.nn.Module, encoder_args: dict, extra: dict | None = None
+) -> str:
+    """Write the artifact folder atomically (temp folder, then rename) and return its path.
+
+    Besides the item embeddings it keeps the encoder's weights and arguments, so items that did
+    not exist at training time can be embedded from their text (:func:`embed_new_items`).
+    """
     path = artifact_dir(config, dataset)
     meta = {
         "fingerprint": os.path.basename(path).rsplit("-", 1)[-1],
@@ -117,6 +123,7 @@ def save_foundation(config, dataset, embeddings: torch.Tensor, extra: dict | Non
         "dataset_fingerprint": dataset_fingerprint(dataset),
         "item_tokens": item_tokens(dataset),
         "embedding_shape": list(embeddings.shape),
+        "encoder_args": encoder_args,
         "config": {k: to_plain(config[k]) for k in FOUNDATION_KEYS},
         "versions": package_versions(),
         **(extra or {}),
@@ -125,6 +132,7 @@ def save_foundation(config, dataset, embeddings: torch.Tensor, extra: dict | Non
     tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
         save_file({"item_embeddings": embeddings.detach().cpu().contiguous()}, os.path.join(tmp, "embeddings.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, os.path.join(tmp, "encoder.safetensors"))
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(to_plain(meta), f, indent=2)
         if os.path.isdir(path):  # an identical artifact from a concurrent or earlier run
@@ -156,6 +164,22 @@ def load_foundation(path: str, dataset) -> torch.Tensor:
     return load_file(tensor_file)["item_embeddings"]
 
 
+def embed_new_items(path: str, text_features: torch.Tensor) -> torch.Tensor:
+    """Foundation embeddings of items unknown to the graph, from their text alone (the inductive case)."""
+    from recbole_gfm.model.hgnn import HGNNEncoder
+    from recbole_gfm.model.sampler import Block
+
+    with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+    encoder = HGNNEncoder(**meta["encoder_args"])
+    encoder.load_state_dict(load_file(os.path.join(path, "encoder.safetensors")))
+    encoder.eval()
+    nodes = torch.arange(len(text_features))
+    no_edges = Block(nodes, nodes, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long), nodes)
+    with torch.no_grad():
+        return encoder(text_features, [no_edges] * encoder.n_layers)
+
+
 def foundation_config(config) -> Config:
     """The HGNN config of a downstream model: its data / evaluation settings plus ``foundation`` overrides.
 
@@ -176,14 +200,14 @@ def foundation_config(config) -> Config:
     return Config("HGNN", config["dataset"], config_dict=inherited)
 
 
-def ensure_foundation(config, dataset) -> torch.Tensor:
-    """Item embeddings of the foundation for ``dataset``: from ``foundation_path``, the cache, or a new HGNN run.
+def ensure_foundation(config, dataset) -> str:
+    """The foundation artifact folder for ``dataset``: ``foundation_path``, the cache, or a new HGNN run.
 
     A new run is a full RecBole run of HGNN (its own log, early stopping, artifact). Afterwards the
     caller's logger and seed are restored, so results do not depend on whether the cache was warm.
     """
     if config["foundation_path"]:
-        return load_foundation(config["foundation_path"], dataset)
+        return config["foundation_path"]
     hgnn_config = foundation_config(config)
     path = artifact_dir(hgnn_config, dataset)
     if not os.path.isdir(path):
@@ -199,4 +223,4 @@ def ensure_foundation(config, dataset) -> torch.Tensor:
             )
     init_seed(config["seed"], config["reproducibility"])
     getLogger().info(set_color("foundation", "blue") + f": {path}")
-    return load_foundation(path, dataset)
+    return path

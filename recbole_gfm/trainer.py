@@ -29,6 +29,8 @@ class HGNNTrainer(Trainer):
             self.config,
             train_data._dataset,
             self.model.item_embeddings(),
+            self.model.encoder,
+            self.model.encoder_args,
             extra={"best_valid_score": float(result[0]), "best_valid_result": dict(result[1] or {})},
         )
         return result

@@ -23,7 +23,7 @@ from torch import nn
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation import ensure_foundation
+from recbole_gfm.foundation import ensure_foundation, load_foundation
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -60,8 +60,9 @@ class GFM(GeneralRecommender):
         self.logq = config["logq_correction"]
 
         content = []  # fixed per-item content vectors: the foundation's and the text encoder's
+        self.foundation_path = ensure_foundation(config, dataset) if self.use_foundation else None
         if self.use_foundation:
-            content.append(ensure_foundation(config, dataset).float())
+            content.append(load_foundation(self.foundation_path, dataset).float())
         if self.use_text:
             content.append(F.normalize(item_text_embeddings(config, dataset), dim=-1))
         content = torch.cat(content, dim=1)
@@ -154,6 +155,34 @@ class GFM(GeneralRecommender):
     def train(self, mode: bool = True):
         self._item_vectors = None
         return super().train(mode)
+
+    # --- serving: histories given at call time, items added after training ----------------------
+    def history_features(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-type content sums [1, T, d] and counts [1, T] of a history of internal item ids."""
+        sums = torch.zeros(1, self.n_types, self.content.shape[1], device=self.content.device)
+        counts = torch.zeros(1, self.n_types, device=self.content.device)
+        sums[0].index_add_(0, self.item_type[items], self.content[items])
+        counts[0].index_add_(0, self.item_type[items], torch.ones(len(items), device=counts.device))
+        return sums, counts
+
+    @torch.no_grad()
+    def score_history(self, items: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for a user known only by ``items`` (no retraining, no user features)."""
+        sums, counts = self.history_features(items)
+        u = self.user_vectors(torch.zeros(1, dtype=torch.long, device=items.device), sums, counts)[0]
+        v = self.item_vectors()
+        return (u @ v.T)[0] if self.unified else (u @ v.T).gather(0, self.item_type.unsqueeze(0))[0]
+
+    def add_items(self, content: torch.Tensor, item_type: torch.Tensor) -> torch.Tensor:
+        """Append items by their content vectors and type ids; returns their new internal ids."""
+        if self.id_embedding is not None:
+            raise ValueError("GFM with use_item_id has no vector for an item it was not trained on.")
+        start = self.content.shape[0]
+        self.content = torch.cat([self.content, content.to(self.content)])
+        self.item_type = torch.cat([self.item_type, item_type.to(self.item_type)])
+        self.n_items = self.content.shape[0]
+        self._item_vectors = None
+        return torch.arange(start, self.n_items)
 
     # --- RecBole API --------------------------------------------------------------------------
     def calculate_loss(self, interaction):

@@ -102,15 +102,16 @@ class HGNN(HistoryMeanRecommender):
         self.graph = inputs.graph
         self.register_buffer("text_features", inputs.text_features, persistent=False)
         self.csrs = [self.graph.relation_csr(r) for r in range(self.graph.num_relations)]
-        self.encoder = HGNNEncoder(
-            in_dim=self.text_features.shape[1],
-            hidden_size=config["hidden_size"],
-            embedding_size=config["embedding_size"],
-            n_layers=len(config["fanouts"]),
-            n_relations=max(1, len(self.graph.relations)),
-            activation=config["activation"],
-            dropout=config["dropout"],
-        )
+        self.encoder_args = {
+            "in_dim": self.text_features.shape[1],
+            "hidden_size": config["hidden_size"],
+            "embedding_size": config["embedding_size"],
+            "n_layers": len(config["fanouts"]),
+            "n_relations": max(1, len(self.graph.relations)),
+            "activation": config["activation"],
+            "dropout": config["dropout"],
+        }
+        self.encoder = HGNNEncoder(**self.encoder_args)
         self.fanouts = list(config["fanouts"])
         self.inference_fanouts = list(config["inference_fanouts"] or self.fanouts)
         self.margin = config["margin"]

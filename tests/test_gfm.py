@@ -1,0 +1,149 @@
+"""GFM: leakage, the papers' variant switches, and serving new users and new items."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from conftest import typed_overrides
+from recbole_gfm import foundation
+from recbole_gfm.config import Config
+from recbole_gfm.model.gfm import GFM
+from recbole_gfm.quick_start import create_dataset, run
+
+
+def build(typed: dict, **settings):
+    config = Config("GFM", typed["dataset"], config_dict=typed_overrides(typed, **settings))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    return config, train_data, test_data, GFM(config, train_data._dataset)
+
+
+def test_the_target_item_never_reaches_its_own_user_history(typed_slice, workdir, monkeypatch):
+    _, train_data, _, model = build(typed_slice)
+    batch = next(iter(train_data))
+    users, items = batch["user_id"], batch["item_id"]
+    seen = {}
+
+    def capture(users_, sums, counts, tower):
+        seen["sums"], seen["counts"] = sums.detach().clone(), counts.detach().clone()
+        return GFM.encode_users(model, users_, sums, counts, tower)
+
+    monkeypatch.setattr(model, "encode_users", capture)
+    model.calculate_loss(batch)
+    types = model.item_type[items]
+    rows = torch.arange(len(users))
+    full_sum, full_count = model.history_sum[users], model.history_count[users]
+    assert torch.equal(seen["counts"][rows, types], full_count[rows, types] - 1)
+    assert torch.allclose(seen["sums"][rows, types], full_sum[rows, types] - model.content[items], atol=1e-5)
+    # other types' history untouched
+    other = (types + 1) % model.n_types
+    assert torch.equal(seen["counts"][rows, other], full_count[rows, other])
+
+
+def test_a_user_whose_only_item_is_the_target_sees_an_empty_history(typed_slice, workdir, monkeypatch):
+    _, train_data, _, model = build(typed_slice)
+    user, item = train_data._dataset.inter_feat["user_id"][0], train_data._dataset.inter_feat["item_id"][0]
+    t = model.item_type[item]
+    # make `item` the user's whole history
+    model.history_sum[user] = 0
+    model.history_count[user] = 0
+    model.history_sum[user, t] = model.content[item]
+    model.history_count[user, t] = 1
+    seen = {}
+    monkeypatch.setattr(model, "encode_users", lambda u, s, c, tw: seen.update(s=s, c=c) or GFM.encode_users(model, u, s, c, tw))
+    from recbole.data.interaction import Interaction
+
+    model.calculate_loss(Interaction({"user_id": user.view(1), "item_id": item.view(1)}))
+    assert seen["c"].sum() == 0 and seen["s"].abs().sum() == 0
+
+
+def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monkeypatch):
+    _, _, _, both = build(typed_slice)
+    _, _, _, no_text = build(typed_slice, use_text=False)
+    assert both.content.shape[1] == 128 + 384 and no_text.content.shape[1] == 128
+    assert torch.allclose(no_text.content, both.content[:, :128])
+
+    def no_foundation(*args, **kwargs):
+        raise AssertionError("w/o GNN must not touch the foundation")
+
+    monkeypatch.setattr("recbole_gfm.model.gfm.ensure_foundation", no_foundation)
+    _, _, _, no_gnn = build(typed_slice, use_foundation=False)
+    assert no_gnn.content.shape[1] == 384 and no_gnn.foundation_path is None
+    assert torch.allclose(no_gnn.content, both.content[:, 128:])
+    with pytest.raises(ValueError, match="use_foundation or use_text"):
+        build(typed_slice, use_foundation=False, use_text=False)
+
+
+def test_per_type_variant_scores_each_item_with_its_types_towers(typed_slice, workdir, monkeypatch):
+    monkeypatch.setattr("recbole_gfm.model.gfm.ensure_foundation", lambda *a: pytest.fail("not needed"))
+    _, _, test_data, model = build(typed_slice, unified=False, use_foundation=False)
+    assert len(model.towers) == model.n_types
+    model.eval()
+    users = torch.tensor([1, 2, 3])
+    scores = model.full_sort_predict({"user_id": users}).view(3, -1)
+    for item in (1, 7, 30):
+        t = int(model.item_type[item])
+        u = model.encode_users(users, model.history_sum[users], model.history_count[users], t)
+        v = model.encode_items(torch.tensor([item]), t)
+        assert torch.allclose(scores[:, item], (u @ v.T).flatten(), atol=1e-5)
+    # a per-type tower pair sees only its own type's history
+    u_a = model.user_input(users, model.history_sum[users], model.history_count[users], 0)
+    assert u_a.shape[1] == model.content.shape[1] + 1
+
+
+def test_frozen_foundation_sees_only_the_earlier_part_of_the_train_timeline(typed_slice, workdir):
+    config, train_data, _, _ = build(typed_slice)
+    train = train_data._dataset
+    early = foundation.interactions_before(train, 0.5)
+    times = train.inter_feat["timestamp"]
+    assert len(early) < len(train) and early.inter_feat["timestamp"].max() <= times.median() + 1e-9
+    hgnn = foundation.foundation_config(Config("GFM", typed_slice["dataset"], config_dict=typed_overrides(
+        typed_slice, foundation={"foundation_time_cutoff": 0.5})))
+    full = foundation.FoundationInputs.build(foundation.foundation_config(config), train).graph
+    frozen = foundation.FoundationInputs.build(hgnn, train).graph
+    assert frozen.edge_index.shape[1] < full.edge_index.shape[1]
+
+
+def test_foundation_artifact_round_trip_and_catalogue_mismatch(typed_slice, workdir, tmp_path):
+    _, train_data, _, model = build(typed_slice)
+    dataset = train_data._dataset
+    embeddings = foundation.load_foundation(model.foundation_path, dataset)
+    assert torch.allclose(embeddings.float(), model.content[:, :128].to(embeddings.dtype), atol=1e-6)
+    other = dataset.copy(dataset.inter_feat)
+    other.field2id_token = dict(dataset.field2id_token)
+    other.field2id_token["item_id"] = dataset.field2id_token["item_id"][::-1]
+    with pytest.raises(foundation.ConfigError, match="another item catalogue"):
+        foundation.load_foundation(model.foundation_path, other)
+    with pytest.raises(foundation.ConfigError, match="incomplete or missing"):
+        foundation.load_foundation(str(tmp_path), dataset)
+
+
+def test_serving_new_users_and_new_items(typed_slice, workdir):
+    from recbole_gfm.inference import Recommender
+
+    record = run("GFM", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
+    rec = Recommender.load(record["saved_model_file"])
+    history = rec.tokens[1:6]
+    top = rec.recommend(history, k=5)
+    assert len(top) == 5 and not set(history) & {t for t, _ in top}
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    kids = rec.recommend(history, k=3, item_type="kids")
+    assert all(rec.model.item_type[rec.index[t]] == rec.types.index("kids") for t, _ in kids)
+    # the history matters: a different user gets a different list
+    assert rec.recommend(rec.tokens[-5:], k=5) != top
+
+    rec.add_items(["new-cartoon"], ["Space Dogs (2026). Genres: Animation Children's"], ["kids"])
+    assert rec.tokens[-1] == "new-cartoon"
+    scores = rec.model.score_history(rec._ids(history))
+    assert torch.isfinite(scores[rec.index["new-cartoon"]])
+    # the new item is embedded from its text alone: its foundation part comes from the inductive encoder
+    vec = rec.model.content[rec.index["new-cartoon"], :128]
+    assert torch.isclose(vec.norm(), torch.tensor(1.0), atol=1e-5)
+    # and it can be recommended to a user whose history is cartoons
+    cartoons = [t for t in rec.tokens[1:-1] if rec.model.item_type[rec.index[t]] == rec.types.index("kids")][:5]
+    ranked = [t for t, _ in rec.recommend(cartoons, k=len(rec.tokens), item_type="kids")]
+    assert "new-cartoon" in ranked

@@ -367,8 +367,11 @@ def write_leaderboard(bench: Benchmark) -> dict[str, str]:
     seeds_per_row = {key: sum(1 for c in bench.cells if (c.dataset, c.label) == key) for key in rows}
 
     md = io.StringIO()
-    md.write(f"# Leaderboard: {bench.name}\n\nTest metrics, mean ± sample std over seeds ({bench.path}).\n\n")
-    header = ["dataset", "model", "seeds", "epochs", *columns, "train s", "eval s", "config"]
+    md.write(
+        f"# Leaderboard: {bench.name}\n\nTest metrics, mean ± sample std over seeds ({bench.path}). "
+        "Test cases: users ranked (sequential models need a history before the test period).\n\n"
+    )
+    header = ["dataset", "model", "seeds", "epochs", "test cases", *columns, "train s", "eval s", "config"]
     md.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for key, recs in rows.items():
         cell, n = cells[key], len(recs)
@@ -377,7 +380,8 @@ def write_leaderboard(bench: Benchmark) -> dict[str, str]:
         seeds = f"{n}/{seeds_per_row[key]}" + ("" if n else " (failed or not run)")
         values = [_fmt(summary.get(c), n) for c in columns]
         times = [f"{summary[t][0]:.1f}" if summary else "-" for t in ("train_time_s", "eval_time_s")]
-        md.write("| " + " | ".join([key[0], key[1], seeds, epochs, *values, *times, cell.row_fingerprint]) + " |\n")
+        cases = str(recs[0].get("test_cases_by_type", {}).get("all", "-")) if recs else "-"
+        md.write("| " + " | ".join([key[0], key[1], seeds, epochs, cases, *values, *times, cell.row_fingerprint]) + " |\n")
     for metric in type_columns:
         groups = _types_of(dict.fromkeys(k for s in summaries.values() for k in s), metric)
         if not groups:

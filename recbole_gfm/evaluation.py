@@ -27,7 +27,8 @@ from recbole.utils import FeatureType, set_color
 from tqdm import tqdm
 
 class TypeEvalResult(NamedTuple):
-    """Metrics by key, and how many evaluation cases (users; interactions for sequential models) each group had."""
+    """Metrics by key, and how many evaluation cases (users; for RecBole's sequential loader,
+    interactions) each group had: ``all``, ``type=Kids``, ``type=Kids,cold`` ..."""
 
     metrics: "OrderedDict[str, float]"
     cases: dict[str, int]
@@ -144,7 +145,7 @@ def evaluate_by_type(trainer, train_data, eval_data, show_progress: bool = False
             recommended[t].append(torch.where(finite, topk_idx, torch.zeros_like(topk_idx)).cpu())
 
     result = Evaluator(config).evaluate(collector.get_data_struct())
-    cases: dict[str, int] = {}
+    cases = {"all": int(sum(len(r) for r in overall_items))}
     metrics = _topk_metrics(config)
     for t in (t for t in present if rows[t]):
         name = types.names[t]

@@ -106,7 +106,7 @@ def test_warm_and_cold_users_are_split_by_train_interactions_of_the_type(tiny):
     metrics, cases, _ = evaluate_tiny(tiny)
     # A: u3 has no train A item (its a3 is in valid, which does not count) -> cold; u1, u2 warm.
     # B: u2 has no train B item (b1 only in valid) -> cold; u1, u3 warm.
-    assert cases == {"type=A": 3, "type=A,warm": 2, "type=A,cold": 1,
+    assert cases == {"all": 3, "type=A": 3, "type=A,warm": 2, "type=A,cold": 1,
                      "type=B": 3, "type=B,warm": 2, "type=B,cold": 1}
     assert metrics["hit@1[type=A,cold]"] == 1.0 and metrics["mrr@2[type=A,warm]"] == 0.75
     assert metrics["ndcg@2[type=A,warm]"] == pytest.approx((1 + 1 / math.log2(3)) / 2, abs=1e-4)
@@ -131,7 +131,8 @@ TYPED_LOAD = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["
 
 @pytest.mark.parametrize("model, protocol", [("LightGCN", "rs811"), ("SASRec", "temporal")])
 def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, protocol, typed_slice, workdir):
-    settings = quick_overrides(typed_slice, load_col=TYPED_LOAD)
+    small = {"n_layers": 1, "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10} if model == "SASRec" else {}
+    settings = quick_overrides(typed_slice, load_col=TYPED_LOAD, **small)
     files = [protocol_file(protocol)]
     record = run(model, "ml-100k-slice", files, config_dict=settings)
     result = record["test_result"]

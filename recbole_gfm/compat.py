@@ -166,6 +166,13 @@ def apply() -> None:
     # user cannot act on; our own code's warnings stay visible.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     warnings.filterwarnings("ignore", message=r".*torch\.sparse\.SparseTensor", category=UserWarning)
+    # recbole/model/sequential_recommender/sine.py switches torch's anomaly detection on when it is
+    # imported (and Config imports every model): it halves training speed for every model.
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    if torch.is_anomaly_enabled():
+        torch.autograd.set_detect_anomaly(False)
+        APPLIED.append("sine-anomaly-detection-off")
     if _weights_only_default():
         from recbole.model.abstract_recommender import AbstractRecommender
 

@@ -146,13 +146,18 @@ def save_foundation(
     return path
 
 
+def foundation_meta(path: str) -> dict:
+    """The artifact's ``meta.json``."""
+    with open(os.path.join(path, "meta.json")) as f:
+        return json.load(f)
+
+
 def load_foundation(path: str, dataset) -> torch.Tensor:
     """Item embeddings [n_items, d] from an artifact folder, checked against ``dataset``'s catalogue."""
     meta_file, tensor_file = os.path.join(path, "meta.json"), os.path.join(path, "embeddings.safetensors")
     if not (os.path.isfile(meta_file) and os.path.isfile(tensor_file)):
         raise ConfigError(f"Foundation artifact '{path}' is incomplete or missing (expected meta.json and embeddings.safetensors).")
-    with open(meta_file) as f:
-        meta = json.load(f)
+    meta = foundation_meta(path)
     tokens = item_tokens(dataset)
     if meta["item_tokens"] != tokens:
         first = next((i for i, (a, b) in enumerate(zip(meta["item_tokens"], tokens)) if a != b), min(len(tokens), len(meta["item_tokens"])))
@@ -169,9 +174,7 @@ def embed_new_items(path: str, text_features: torch.Tensor) -> torch.Tensor:
     from recbole_gfm.model.hgnn import HGNNEncoder
     from recbole_gfm.model.sampler import Block
 
-    with open(os.path.join(path, "meta.json")) as f:
-        meta = json.load(f)
-    encoder = HGNNEncoder(**meta["encoder_args"])
+    encoder = HGNNEncoder(**foundation_meta(path)["encoder_args"])
     encoder.load_state_dict(load_file(os.path.join(path, "encoder.safetensors")))
     encoder.eval()
     nodes = torch.arange(len(text_features))

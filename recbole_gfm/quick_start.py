@@ -16,7 +16,6 @@ from typing import Any
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_logger, init_seed, set_color
-import torch
 
 from recbole_gfm.artifacts import package_versions, write_json
 from recbole_gfm.compat import to_plain
@@ -73,9 +72,6 @@ def run(
     (:mod:`recbole_gfm.evaluation`), computed on the best checkpoint already loaded.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
-    # Config imports every RecBole model, and recbole/model/sequential_recommender/sine.py switches
-    # torch's anomaly detection on at import: it halves training speed. (Belongs in compat.apply.)
-    torch.autograd.set_detect_anomaly(False)
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -118,7 +114,9 @@ def run(
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": test_result,
         "test_cases_by_type": per_type_cases,
-        "train_time_s": round(train_time, 3),
+        # a model built on a foundation (GFM) counts the foundation's training too, cached or not
+        "train_time_s": round(train_time + getattr(model_obj, "foundation_train_time_s", 0.0), 3),
+        "foundation_train_time_s": getattr(model_obj, "foundation_train_time_s", None),
         "eval_time_s": round(eval_time, 3),
         "saved_model_file": trainer.saved_model_file if saved else None,
         "config": to_plain(config),

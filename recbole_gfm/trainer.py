@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from recbole.trainer import Trainer
 
@@ -20,7 +22,9 @@ class HGNNTrainer(Trainer):
         return super()._train_epoch(self.model.edge_loader, epoch_idx, loss_func, show_progress)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        start = time.perf_counter()
         result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        train_time = time.perf_counter() - start
         if saved:
             checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=True)
             self.model.load_state_dict(checkpoint["state_dict"])
@@ -31,6 +35,10 @@ class HGNNTrainer(Trainer):
             self.model.item_embeddings(),
             self.model.encoder,
             self.model.encoder_args,
-            extra={"best_valid_score": float(result[0]), "best_valid_result": dict(result[1] or {})},
+            extra={
+                "best_valid_score": float(result[0]),
+                "best_valid_result": dict(result[1] or {}),
+                "train_time_s": round(train_time, 3),
+            },
         )
         return result

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the main job: short LightGCN and SASRec runs on ml-100k.
+# Set up .venv if needed, prepare ml-100k-typed (from the recbole wheel: no download), then run the
+# quick leaderboard (properties/benchmark/quick.yaml). Finished cells are kept: a re-run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
-for model in LightGCN SASRec; do
-  .venv/bin/python run_recbole_gfm.py --model=$model --dataset=ml-100k --epochs=2 --state=WARNING "$@"
-done
+.venv/bin/python -m recbole_gfm.data.prepare ml-100k-typed
+exec .venv/bin/python run_recbole_gfm.py --benchmark properties/benchmark/quick.yaml "$@"

@@ -11,7 +11,19 @@ from recbole_gfm import compat
 
 def test_every_fix_this_stack_needs_is_applied():
     # the stack pinned in requirements/constraints.txt: numpy 2, scipy >= 1.12, torch >= 2.6
-    assert compat.APPLIED == ["numpy2-aliases", "scipy-dok-update", "torch-weights-only-checkpoint"]
+    assert compat.APPLIED == [
+        "numpy2-aliases",
+        "scipy-dok-update",
+        "sine-anomaly-detection-off",
+        "torch-weights-only-checkpoint",
+    ]
+
+
+def test_importing_every_recbole_model_leaves_anomaly_detection_off():
+    from recbole_gfm.config import recbole_models
+
+    assert "SINE" in recbole_models()  # sine.py, which switches it on at import, is loaded
+    assert not torch.is_anomaly_enabled()
 
 
 def test_numpy_aliases_let_recbole_config_and_metrics_run():

@@ -23,7 +23,7 @@ from torch import nn
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation import ensure_foundation, load_foundation
+from recbole_gfm.foundation import ensure_foundation, foundation_meta, load_foundation
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -61,8 +61,10 @@ class GFM(GeneralRecommender):
 
         content = []  # fixed per-item content vectors: the foundation's and the text encoder's
         self.foundation_path = ensure_foundation(config, dataset) if self.use_foundation else None
+        self.foundation_train_time_s = 0.0
         if self.use_foundation:
             content.append(load_foundation(self.foundation_path, dataset).float())
+            self.foundation_train_time_s = foundation_meta(self.foundation_path).get("train_time_s", 0.0)
         if self.use_text:
             content.append(F.normalize(item_text_embeddings(config, dataset), dim=-1))
         content = torch.cat(content, dim=1)

@@ -40,8 +40,10 @@ class ConfigError(ValueError):
 def _model_classes(package: str) -> dict[str, type]:
     try:
         module = importlib.import_module(package)
-    except ImportError:  # exlib models need optional packages (xgboost, lightgbm)
-        return {}
+    except ImportError:
+        if package.endswith("exlib_recommender"):  # needs optional packages (xgboost, lightgbm)
+            return {}
+        raise
     return {
         name: obj
         for name, obj in vars(module).items()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from logging import getLogger
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch

@@ -18,7 +18,6 @@ import tempfile
 from dataclasses import dataclass
 from logging import getLogger
 
-import numpy as np
 import torch
 from recbole.utils import init_logger, init_seed, set_color
 from safetensors.torch import load_file, save_file

@@ -6,11 +6,9 @@ import json
 import math
 import os
 
-import pytest
 import torch
 
 from conftest import typed_overrides
-from recbole_gfm import foundation
 from recbole_gfm.quick_start import run
 
 

@@ -26,7 +26,9 @@ class HistoryMeanRecommender(GeneralRecommender):
         # row-normalised history: one sparse product gives every user's mean item vector
         self.register_buffer(
             "history",
-            torch.sparse_coo_tensor(torch.stack([row, col]), 1.0 / degree[row], (self.n_users, self.n_items)).coalesce(),
+            torch.sparse_coo_tensor(
+                torch.stack([row, col]), 1.0 / degree[row], (self.n_users, self.n_items), check_invariants=True
+            ).coalesce(),
             persistent=False,
         )
         self._vectors: tuple[torch.Tensor, torch.Tensor] | None = None

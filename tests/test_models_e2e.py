@@ -24,7 +24,8 @@ def artifacts(cache_dir: str) -> set[str]:
 def test_hgnn_trains_and_writes_its_foundation_artifact(typed_slice, workdir):
     record = run("HGNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, epochs=2, eval_step=1))
     assert finite_metrics(record["test_result"]) and record["test_result"]["hit@10"] > 0
-    (name,) = [d for d in artifacts(typed_slice["cache_dir"]) if d.startswith(typed_slice["dataset"])][:1]
+    root = os.path.join(typed_slice["cache_dir"], "foundation")
+    name = max(artifacts(typed_slice["cache_dir"]), key=lambda d: os.path.getmtime(os.path.join(root, d)))  # this run's
     folder = os.path.join(typed_slice["cache_dir"], "foundation", name)
     with open(os.path.join(folder, "meta.json")) as f:
         meta = json.load(f)

@@ -13,6 +13,7 @@ import time
 from logging import getLogger
 from typing import Any
 
+import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_logger, init_seed, set_color
@@ -74,6 +75,8 @@ def run(
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
+    # RecBole's init_seed only pins cuDNN; CPU scatter/index_put backward (HGNN) also needs this
+    torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
     init_logger(config)
     logger = getLogger()
     logger.info(config)

@@ -38,6 +38,14 @@ def test_hgnn_trains_and_writes_its_foundation_artifact(typed_slice, workdir):
     assert torch.allclose(embeddings[1:].norm(dim=1), torch.ones(len(embeddings) - 1), atol=1e-5)
 
 
+def test_hgnn_training_is_reproducible(typed_slice, workdir):
+    settings = typed_overrides(typed_slice, epochs=2, eval_step=1, balanced_sampling=False)
+    first = run("HGNN", typed_slice["dataset"], config_dict=settings)
+    second = run("HGNN", typed_slice["dataset"], config_dict=settings)
+    assert first["best_valid_result"] == second["best_valid_result"]
+    assert first["test_result"] == second["test_result"]
+
+
 def test_llmknn_scores_with_raw_text_vectors(typed_slice, workdir):
     record = run("LLMKNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
     assert finite_metrics(record["test_result"]) and record["test_result"]["hit@10"] > 0

@@ -109,6 +109,7 @@ def run(
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    foundation_time = getattr(model_obj, "foundation_train_time_s", None)
     record = {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -118,8 +119,8 @@ def run(
         "test_result": test_result,
         "test_cases_by_type": per_type_cases,
         # a model built on a foundation (GFM) counts the foundation's training too, cached or not
-        "train_time_s": round(train_time + getattr(model_obj, "foundation_train_time_s", 0.0), 3),
-        "foundation_train_time_s": getattr(model_obj, "foundation_train_time_s", None),
+        "train_time_s": round(train_time + (foundation_time or 0.0), 3),
+        "foundation_train_time_s": foundation_time,
         "eval_time_s": round(eval_time, 3),
         "saved_model_file": trainer.saved_model_file if saved else None,
         "config": to_plain(config),

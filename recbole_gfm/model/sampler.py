@@ -107,27 +107,24 @@ class EdgeBatchLoader:
         self.num_items, self.batch_size, self.balanced = num_items, batch_size, balanced
         self.num_negatives = num_negatives
         self.generator = torch.Generator().manual_seed(seed)
-        self.relation_edges = [
-            torch.nonzero(edge_type == r).flatten() for r in range(int(edge_type.max()) + 1 if len(edge_type) else 0)
-        ]
-        self.relation_edges = [e for e in self.relation_edges if len(e)]
+        # edge indices of every non-empty relation; an epoch's size is fixed by the sampling rule
+        self.relation_edges = [torch.nonzero(edge_type == r).flatten() for r in torch.unique(edge_type).tolist()]
+        self.per_relation = min((len(e) for e in self.relation_edges), default=0) if balanced else None
+        self.epoch_size = self.per_relation * len(self.relation_edges) if balanced else len(edge_type)
 
     def epoch_edges(self) -> torch.Tensor:
         """Indices of the edges of one epoch, shuffled."""
-        if self.balanced and self.relation_edges:
-            per_relation = min(len(e) for e in self.relation_edges)
-            chosen = [e[torch.randperm(len(e), generator=self.generator)[:per_relation]] for e in self.relation_edges]
-            edges = torch.cat(chosen)
+        if self.balanced:
+            edges = torch.cat(
+                [e[torch.randperm(len(e), generator=self.generator)[: self.per_relation]] for e in self.relation_edges]
+                + [self.edge_type.new_empty(0)]
+            )
         else:
             edges = torch.arange(len(self.edge_type))
         return edges[torch.randperm(len(edges), generator=self.generator)]
 
     def __len__(self) -> int:
-        if self.balanced and self.relation_edges:
-            n = min(len(e) for e in self.relation_edges) * len(self.relation_edges)
-        else:
-            n = len(self.edge_type)
-        return (n + self.batch_size - 1) // self.batch_size
+        return (self.epoch_size + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         edges = self.epoch_edges()

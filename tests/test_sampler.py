@@ -84,6 +84,8 @@ def test_blocks_chain_layers_and_cover_the_seeds():
         sources, targets = block.src[block.edge_index[0]], block.dst[block.edge_index[1]]
         for s, d, r in zip(sources.tolist(), targets.tolist(), block.edge_type.tolist()):
             assert s in truths[r][d]
+        segment = block.edge_type * len(block.dst) + block.edge_index[1]  # the layer's max relies on this order
+        assert bool((segment[1:] >= segment[:-1]).all())
     (full,) = sample_blocks(csrs, torch.arange(n), [0])  # fan-out 0: every neighbour
     assert full.edge_index.shape[1] == edge_index.shape[1]
     assert torch.equal(torch.bincount(full.edge_type, minlength=R), torch.bincount(edge_type, minlength=R))
@@ -109,3 +111,4 @@ def test_balanced_sampler_draws_the_rarest_relations_size_from_each_relation_eve
 
     plain = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=False, seed=1)
     assert sum(len(b["anchor"]) for b in plain) == edge_index.shape[1]
+

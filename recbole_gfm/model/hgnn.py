@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.utils import scatter
 
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.foundation import FoundationInputs
@@ -30,7 +29,7 @@ class RelationalMaxPoolConv(nn.Module):
 
     Equivalent to ``HeteroConv({r: SAGEConv(aggr="max", project=True, root_weight=False)}, aggr="sum")``
     plus a self linear map, but fused across relations (one batched projection, one gather, one
-    scatter-max): R separate SAGEConv calls cost R times the kernel launches on CPU.
+    segment max): R separate SAGEConv calls cost R times the kernel launches on CPU.
     """
 
     def __init__(self, in_dim: int, out_dim: int, n_relations: int):
@@ -44,14 +43,16 @@ class RelationalMaxPoolConv(nn.Module):
             nn.init.uniform_(weight, -bound, bound)
 
     def forward(self, h_src: torch.Tensor, h_dst: torch.Tensor, block: Block) -> torch.Tensor:
-        n_rel, n_dst = self.pool_weight.shape[0], h_dst.shape[0]
+        n_rel, n_src, n_dst = self.pool_weight.shape[0], h_src.shape[0], h_dst.shape[0]
         pooled = torch.relu(torch.matmul(h_src.unsqueeze(0), self.pool_weight) + self.pool_bias)  # [R, N_src, d]
         src, dst = block.edge_index
-        messages = pooled[block.edge_type, src]
-        # max over each (node, relation) segment; a node without neighbours in r gets zeros
-        agg = scatter(messages, dst * n_rel + block.edge_type, dim=0, dim_size=n_dst * n_rel, reduce="max")
-        agg = agg.view(n_dst, n_rel, -1)
-        return self.self_lin(h_dst) + torch.einsum("nrd,rde->ne", agg, self.out_weight)
+        messages = pooled.flatten(0, 1).index_select(0, block.edge_type * n_src + src)
+        # max over each (relation, node) segment (edges arrive sorted so); an empty segment gives
+        # 0, which the ReLU makes the max's identity. segment_reduce's backward is ~2x cheaper on
+        # CPU than scatter-max's (PyG's scatter / SAGEConv(aggr="max")).
+        lengths = torch.bincount(block.edge_type * n_dst + dst, minlength=n_rel * n_dst)
+        agg = torch.segment_reduce(messages, "max", lengths=lengths, initial=0.0).view(n_rel, n_dst, -1)
+        return self.self_lin(h_dst) + torch.einsum("rnd,rde->ne", agg, self.out_weight)
 
 
 class HGNNEncoder(nn.Module):
@@ -133,7 +134,9 @@ class HGNN(HistoryMeanRecommender):
         anchor, positive, negative = interaction["anchor"], interaction["positive"], interaction["negative"]
         nodes = torch.unique(torch.cat([anchor, positive, negative.flatten()]))
         z = self.embed(nodes)
-        z_a, z_p, z_n = (z[torch.searchsorted(nodes, ids)] for ids in (anchor, positive, negative))
+        # index_select: its backward (index_add) is cheaper than advanced indexing's index_put
+        z_a, z_p, z_n = (z.index_select(0, torch.searchsorted(nodes, ids.flatten())) for ids in (anchor, positive, negative))
+        z_n = z_n.view(*negative.shape, -1)  # [B, K, d]
         positive_score = (z_a * z_p).sum(-1, keepdim=True)  # [B, 1]
         negative_score = torch.einsum("bd,bkd->bk", z_a, z_n)  # [B, K]
         return F.relu(negative_score - positive_score + self.margin).mean()

@@ -11,7 +11,10 @@ from recbole.utils import InputType
 class HistoryMeanRecommender(GeneralRecommender):
     """Scores an item by the dot product of its embedding with the user's mean history embedding.
 
-    The papers' "HGNN" and "LLM-KNN" baselines (2403.05185, Table 2). Subclasses implement
+    The papers' "HGNN" and "LLM-KNN" baselines (2403.05185, Table 2). A user with an empty train
+    history (common under a temporal split: most of ml-100k's test users arrive after the cut)
+    has no mean; they get the population's, the mean item vector over all train interactions,
+    rather than a zero vector that ties every item. Subclasses implement
     :meth:`item_embeddings`; user and item vectors are computed once per evaluation (the cache is
     dropped whenever the model switches to training mode) and reused by every batch.
     """
@@ -22,7 +25,12 @@ class HistoryMeanRecommender(GeneralRecommender):
         super().__init__(config, dataset)
         history = dataset.inter_matrix(form="coo")
         row, col = torch.from_numpy(history.row).long(), torch.from_numpy(history.col).long()
-        degree = torch.bincount(row, minlength=self.n_users).clamp(min=1).float()
+        count = torch.bincount(row, minlength=self.n_users)
+        degree = count.clamp(min=1).float()
+        self.register_buffer("empty_history", count == 0, persistent=False)
+        self.register_buffer(
+            "item_share", torch.bincount(col, minlength=self.n_items).float() / max(len(col), 1), persistent=False
+        )
         # row-normalised history: one sparse product gives every user's mean item vector
         self.register_buffer(
             "history",
@@ -45,6 +53,7 @@ class HistoryMeanRecommender(GeneralRecommender):
         if self._vectors is None or self.training:
             items = self.item_embeddings()
             users = torch.sparse.mm(self.history, items)
+            users[self.empty_history] = self.item_share @ items
             self._vectors = (users, items)
         return self._vectors
 

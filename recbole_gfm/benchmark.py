@@ -14,7 +14,7 @@ Benchmark file (paths relative to the file; a model is one line under ``models``
     datasets: {ml-100k-typed: {}}      # name: settings for that dataset
     models:                            # label: settings for that model (model: Name if label differs)
       Pop: {}
-      LightGCN: {learning_rate: 0.002}
+      LightGCN: {learning_rate: 0.002, max_epochs: 10}   # a row's own cap overrides the file's
     seeds: [2020, 2021]
     max_epochs: 5                      # optional cap; capped cells are marked in the table
     columns: [hit@10, ndcg@10]         # leaderboard metrics (default: every overall metric)
@@ -192,12 +192,15 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
         for label, model_settings in models.items():
             model_settings = dict(model_settings)
             model = model_settings.pop("model", label)
+            row_cap = model_settings.pop("max_epochs", max_epochs)
+            if row_cap is not None and (not isinstance(row_cap, int) or row_cap < 1):
+                raise _error(path, f"models.{label}.max_epochs", f"expected a positive integer, got {row_cap!r}.")
             model_files = _files(model_settings.pop("config_files", None), base, path, f"models.{label}.config_files")
             files = shared_files + dataset_files + model_files
             settings = {**shared, **dataset_settings, **model_settings}
             try:
                 files, settings, epochs, capped_from, row_fp = _resolve(
-                    label, model, dataset, files, settings, max_epochs, overrides, data_hashes
+                    label, model, dataset, files, settings, row_cap, overrides, data_hashes
                 )
             except ConfigError as e:
                 raise _error(path, f"models.{label} x datasets.{dataset}", str(e)) from None

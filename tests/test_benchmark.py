@@ -67,6 +67,7 @@ def write_bench(folder, data_path: str, **changes) -> str:
         ({"config_files": ["nope.yaml"]}, "config_files", "nope.yaml"),
         ({"protocol": "temporl"}, "protocol", "temporal"),
         ({"models": {"Pop": 3}}, "models.Pop", "mapping"),
+        ({"models": {"BPR": {"max_epochs": 0}}}, "models.BPR.max_epochs", "positive integer"),
     ],
 )
 def test_bad_benchmark_files_name_the_file_and_the_key(change, key, message, typed_data, tmp_path):
@@ -94,6 +95,9 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     assert tuned.cells[0].fingerprint == first.cells[0].fingerprint  # Pop untouched
     assert tuned.cells[2].fingerprint != first.cells[2].fingerprint
     assert first.cells[2].capped_from == 300 and first.cells[2].config_dict["epochs"] == 1
+    own_cap = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {"max_epochs": 3}}))
+    assert own_cap.cells[2].capped_from == 300 and own_cap.cells[2].config_dict["epochs"] == 3
+    assert own_cap.cells[0].epochs == 1  # the file's cap still holds for the other rows
 
 
 def test_mean_and_sample_std_over_seeds():

@@ -69,6 +69,29 @@ def file_fingerprint(*paths: str, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def source_fingerprint(*paths: str, length: int = 16) -> str:
+    """Hash of the Python sources at ``paths`` (files or folders, relative to this package).
+
+    Part of every artifact's fingerprint: results made by different code are never mixed up.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        full = os.path.join(PACKAGE_DIR, path)
+        files = (
+            sorted(os.path.join(root, f) for root, _, names in os.walk(full) for f in names if f.endswith(".py"))
+            if os.path.isdir(full)
+            else [full]
+        )
+        for file in files:
+            digest.update(os.path.relpath(file, PACKAGE_DIR).encode())
+            with open(file, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:length]
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages that decide a result."""
     versions = {"python": platform.python_version()}

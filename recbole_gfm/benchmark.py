@@ -3,8 +3,9 @@
 Every cell is one :func:`recbole_gfm.quick_start.run` in its own Python process (a crash or a memory
 blow-up loses one cell, and every cell starts from a clean RNG state). A finished cell is stored
 atomically as ``<output_dir>/cells/<model>__<dataset>__seed<seed>__<fingerprint>.json``; the
-fingerprint covers the fully resolved config and the dataset's files, so a re-run skips exactly the
-cells whose inputs have not changed, and a killed run loses nothing finished.
+fingerprint covers the fully resolved config, the dataset's files, this package's code and the
+package versions, so a re-run skips exactly the cells whose inputs have not changed, and a killed
+run loses nothing finished.
 
 Benchmark file (paths relative to the file; a model is one line under ``models``)::
 
@@ -39,7 +40,7 @@ from typing import Any
 
 from recbole.utils import set_color
 
-from recbole_gfm.artifacts import atomic_write, file_fingerprint, fingerprint, write_json
+from recbole_gfm.artifacts import atomic_write, file_fingerprint, fingerprint, package_versions, source_fingerprint, write_json
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
 from recbole_gfm.protocol import protocol_file
@@ -148,7 +149,9 @@ def _resolve(
         data_hashes[dataset] = _data_fingerprint(config)
     resolved = {k: v for k, v in to_plain(config).items() if k not in _NOT_FINGERPRINTED}
     resolved["epochs"] = epochs
-    return files, settings, epochs, capped_from, fingerprint(label, resolved, data_hashes[dataset])
+    # the plugin's code and the package versions too: a cell made by other code is run again
+    code = (source_fingerprint("."), package_versions())
+    return files, settings, epochs, capped_from, fingerprint(label, resolved, data_hashes[dataset], code)
 
 
 def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Benchmark:

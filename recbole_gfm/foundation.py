@@ -3,9 +3,9 @@
 The foundation (HGNN item embeddings) is trained rarely and reused by every adapter run
 (2403.07478, section 3). Its artifact is a folder ``<cache_dir>/foundation/<dataset>-<fingerprint>/``
 holding ``embeddings.safetensors`` and ``meta.json`` (fingerprint, item-id order, config,
-versions), written atomically; the fingerprint covers the train split, the item texts and every
-setting that shapes the embeddings, so a second run with the same inputs reuses it and a stale
-artifact is never read.
+versions), written atomically; the fingerprint covers the train split, the item texts, every
+setting that shapes the embeddings, the code that trains them and the torch / PyG / RecBole
+versions, so a second run with the same inputs reuses it and a stale artifact is never read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from recbole.utils import init_logger, init_seed, set_color
 from safetensors.torch import load_file, save_file
 
-from recbole_gfm.artifacts import fingerprint, package_versions
+from recbole_gfm.artifacts import fingerprint, package_versions, source_fingerprint
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
 from recbole_gfm.data.graph import CoInteractionGraph, build_cointeraction_graph
@@ -99,8 +99,19 @@ def dataset_fingerprint(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
+# The code that shapes the embeddings (relative to the package) and the packages whose numerics do.
+FOUNDATION_SOURCES = ("foundation.py", "trainer.py", "data/graph.py", "model/hgnn.py", "model/sampler.py", "model/history_mean.py")
+FOUNDATION_PACKAGES = ("torch", "torch-geometric", "recbole")
+
+
 def foundation_fingerprint(config, dataset) -> str:
-    return fingerprint(dataset_fingerprint(dataset), {k: config[k] for k in FOUNDATION_KEYS})
+    versions = package_versions()
+    return fingerprint(
+        dataset_fingerprint(dataset),
+        {k: config[k] for k in FOUNDATION_KEYS},
+        source_fingerprint(*FOUNDATION_SOURCES),
+        {name: versions[name] for name in FOUNDATION_PACKAGES},
+    )
 
 
 def artifact_dir(config, dataset) -> str:

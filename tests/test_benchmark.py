@@ -95,6 +95,12 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     assert tuned.cells[0].fingerprint == first.cells[0].fingerprint  # Pop untouched
     assert tuned.cells[2].fingerprint != first.cells[2].fingerprint
     assert first.cells[2].capped_from == 300 and first.cells[2].config_dict["epochs"] == 1
+    import recbole_gfm.benchmark as benchmark_module
+
+    with pytest.MonkeyPatch.context() as patch:  # other code (an edited source file) means other cells
+        patch.setattr(benchmark_module, "source_fingerprint", lambda *paths: "edited")
+        edited = load_benchmark(write_bench(tmp_path, typed_data))
+    assert all(a.fingerprint != b.fingerprint for a, b in zip(edited.cells, first.cells))
     own_cap = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {"max_epochs": 3}}))
     assert own_cap.cells[2].capped_from == 300 and own_cap.cells[2].config_dict["epochs"] == 3
     assert own_cap.cells[0].epochs == 1  # the file's cap still holds for the other rows

@@ -147,3 +147,22 @@ def test_serving_new_users_and_new_items(typed_slice, workdir):
     cartoons = [t for t in rec.tokens[1:-1] if rec.model.item_type[rec.index[t]] == rec.types.index("kids")][:5]
     ranked = [t for t, _ in rec.recommend(cartoons, k=len(rec.tokens), item_type="kids")]
     assert "new-cartoon" in ranked
+
+
+def test_the_foundation_fingerprint_follows_the_code_that_trains_it(typed_slice, workdir, tmp_path, monkeypatch):
+    from recbole_gfm import artifacts
+
+    config, train_data, _, _ = build(typed_slice)
+    dataset = train_data._dataset
+    before = foundation.foundation_fingerprint(config, dataset)
+    assert foundation.foundation_fingerprint(config, dataset) == before  # stable for the same code
+    # the same package with one line changed in the HGNN's sampler
+    copy = tmp_path / "package"
+    for source in foundation.FOUNDATION_SOURCES:
+        (copy / source).parent.mkdir(parents=True, exist_ok=True)
+        (copy / source).write_bytes(open(f"{artifacts.PACKAGE_DIR}/{source}", "rb").read())
+    monkeypatch.setattr(artifacts, "PACKAGE_DIR", str(copy))
+    assert foundation.foundation_fingerprint(config, dataset) == before  # the same bytes, the same fingerprint
+    with open(copy / "model" / "sampler.py", "a") as f:
+        f.write("\n# changed\n")
+    assert foundation.foundation_fingerprint(config, dataset) != before

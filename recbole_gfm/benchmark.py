@@ -137,7 +137,7 @@ def _data_fingerprint(config: Config) -> str:
 
 def _resolve(
     label: str, model: str, dataset: str, files: list[str], settings: dict, max_epochs: int | None,
-    cmd_overrides: dict[str, str], data_hashes: dict[str, str],
+    cmd_overrides: dict[str, str], data_hashes: dict[str, str], code: tuple,
 ) -> tuple[list[str], dict, int, int | None, str]:
     """The cell's config files and settings, its (capped) epochs and its row fingerprint."""
     config = Config(model, dataset, files, settings, cmd_overrides)
@@ -149,8 +149,6 @@ def _resolve(
         data_hashes[dataset] = _data_fingerprint(config)
     resolved = {k: v for k, v in to_plain(config).items() if k not in _NOT_FINGERPRINTED}
     resolved["epochs"] = epochs
-    # the plugin's code and the package versions too: a cell made by other code is run again
-    code = (source_fingerprint("."), package_versions())
     return files, settings, epochs, capped_from, fingerprint(label, resolved, data_hashes[dataset], code)
 
 
@@ -190,6 +188,8 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
     name = spec.get("name") or os.path.splitext(os.path.basename(path))[0]
     overrides = dict(cmd_overrides or {})
     cells, data_hashes = [], {}
+    # the plugin's code and the package versions: a cell made by other code is run again
+    code = (source_fingerprint("."), package_versions())
     for dataset, dataset_settings in datasets.items():
         dataset_files = _files(dataset_settings.pop("config_files", None), base, path, f"datasets.{dataset}.config_files")
         for label, model_settings in models.items():
@@ -203,7 +203,7 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
             settings = {**shared, **dataset_settings, **model_settings}
             try:
                 files, settings, epochs, capped_from, row_fp = _resolve(
-                    label, model, dataset, files, settings, row_cap, overrides, data_hashes
+                    label, model, dataset, files, settings, row_cap, overrides, data_hashes, code
                 )
             except ConfigError as e:
                 raise _error(path, f"models.{label} x datasets.{dataset}", str(e)) from None

@@ -22,8 +22,8 @@ class Block:
 
     ``edge_index`` [2, e] holds (index into src, index into dst), ``edge_type`` [e] the relation
     of each edge, with the edges sorted by (relation, dst) so that each node's neighbours in a
-    relation are one contiguous segment; ``dst_in_src`` the position of every dst node inside ``src`` (for the
-    node's own term).
+    relation are one contiguous segment; ``dst_in_src`` the position of every dst node inside
+    ``src`` (for the node's own term).
     """
 
     src: torch.Tensor

@@ -81,8 +81,7 @@ def diagnose(dataset: str, steps: int) -> dict:
 
     def valid(vectors: torch.Tensor) -> str:
         knn.text_features = vectors
-        knn.eval()
-        knn._vectors = None
+        knn.eval()  # drops the cached user / item vectors
         result = trainer.evaluate(valid_data, load_best_model=False)
         return f"{result['hit@10']:.4f} / {result['ndcg@10']:.4f}"
 

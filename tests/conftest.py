@@ -75,6 +75,8 @@ def typed_slice(tmp_path_factory) -> dict:
     inter.to_csv(folder / f"{name}.inter", sep="\t", index=False)
     item = pd.read_csv(os.path.join(source, "ml-100k-typed.item"), sep="\t")
     item[item["item_id:token"].isin(inter["item_id:token"])].to_csv(folder / f"{name}.item", sep="\t", index=False)
+    user = pd.read_csv(os.path.join(source, "ml-100k-typed.user"), sep="\t")
+    user[user["user_id:token"] <= TYPED_SLICE_USERS].to_csv(folder / f"{name}.user", sep="\t", index=False)
     return {
         "dataset": name,
         "data_path": str(root / "data"),

@@ -23,7 +23,7 @@ def build(typed: dict, **settings):
 
 
 def test_the_target_item_never_reaches_its_own_user_history(typed_slice, workdir, monkeypatch):
-    _, train_data, _, model = build(typed_slice)
+    _, train_data, _, model = build(typed_slice, empty_history_prob=0.0)  # every history shown
     batch = next(iter(train_data))
     users, items = batch["user_id"], batch["item_id"]
     seen = {}
@@ -59,6 +59,50 @@ def test_a_user_whose_only_item_is_the_target_sees_an_empty_history(typed_slice,
 
     model.calculate_loss(Interaction({"user_id": user.view(1), "item_id": item.view(1)}))
     assert seen["c"].sum() == 0 and seen["s"].abs().sum() == 0
+
+
+def test_empty_history_prob_hides_whole_histories_of_that_share_of_examples(typed_slice, workdir, monkeypatch):
+    _, train_data, _, model = build(typed_slice, empty_history_prob=0.5)
+    batch = next(iter(train_data))
+    seen = {}
+    monkeypatch.setattr(model, "encode_users", lambda u, s, c, tw: seen.update(s=s, c=c) or GFM.encode_users(model, u, s, c, tw))
+    torch.manual_seed(0)
+    model.calculate_loss(batch)
+    hidden = seen["c"].sum(1) == 0
+    had_history = model.history_count[batch["user_id"]].sum(1) > 1  # still non-empty once the target is left out
+    share = float(hidden[had_history].float().mean())
+    assert 0.4 < share < 0.6, share
+    assert seen["s"][hidden].abs().sum() == 0  # hidden whole: sums as well as counts
+    # never at 0, and a hidden history makes the loss blind to the history itself
+    _, _, _, default = build(typed_slice, empty_history_prob=0.0)
+    monkeypatch.setattr(default, "encode_users", lambda u, s, c, tw: seen.update(c=c) or GFM.encode_users(default, u, s, c, tw))
+    default.calculate_loss(batch)
+    assert (seen["c"].sum(1) > 0)[had_history].all()
+    _, _, _, cold = build(typed_slice, empty_history_prob=1.0)
+    cold.eval()  # no dropout: the loss is a function of the weights and the batch
+    before = cold.calculate_loss(batch)
+    cold.history_sum.normal_()
+    assert torch.equal(before, cold.calculate_loss(batch))
+    with pytest.raises(ValueError, match="empty_history_prob"):
+        build(typed_slice, empty_history_prob=1.5)
+
+
+def test_user_features_reach_the_user_tower_and_tell_users_without_history_apart(typed_slice, workdir):
+    load_col = {**typed_slice["load_col"], "user": ["user_id", "age", "gender", "occupation"]}
+    _, _, _, model = build(typed_slice, load_col=load_col)
+    assert model.user_fields == ["age", "gender", "occupation"]
+    _, _, _, plain = build(typed_slice)
+    assert plain.user_fields == [] and model.user_input(torch.tensor([1]), *model.history_features(torch.tensor([1])), 0).shape[1] == (
+        plain.user_input(torch.tensor([1]), *plain.history_features(torch.tensor([1])), 0).shape[1] + 3 * 16
+    )
+    model.eval()
+    empty = torch.zeros(2, model.n_types, model.content.shape[1]), torch.zeros(2, model.n_types)
+    ids = model.user_feature_ids
+    a, b = next((a, b) for a in range(1, len(ids)) for b in range(a + 1, len(ids)) if not torch.equal(ids[a], ids[b]))
+    u = model.user_vectors(torch.tensor([a, b]), *empty)
+    assert not torch.allclose(u[0], u[1])  # same (empty) history, different demographics
+    same = model.user_vectors(torch.tensor([a, a]), *empty)
+    assert torch.allclose(same[0], same[1])
 
 
 def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monkeypatch):

@@ -7,6 +7,10 @@ Score:       u . v / temperature. Loss: softmax over in-batch items with the log
              (logits minus log item frequency: Yi et al., RecSys 2019), duplicates of the
              positive item masked. The target never appears in its own user history: its
              content vector and count are subtracted before the user tower sees the history.
+Cold start:  with probability ``empty_history_prob`` a training example's history is hidden
+             whole, so the user tower also learns the users who arrive with none (most of a
+             temporal split's new users); with the logQ correction their scores approach log
+             item popularity, given their user features.
 
 ``unified: False`` trains one pair of towers per item type (the papers' per-type baseline): a
 pair sees only interactions and history of its type, and an item is scored by its type's pair.
@@ -58,6 +62,9 @@ class GFM(GeneralRecommender):
         self.unified = config["unified"]
         self.temperature = config["temperature"]
         self.logq = config["logq_correction"]
+        self.empty_history_prob = config["empty_history_prob"]
+        if not 0.0 <= self.empty_history_prob <= 1.0:
+            raise ConfigError(f"empty_history_prob must be in [0, 1], got {self.empty_history_prob!r}.")
 
         content = []  # fixed per-item content vectors: the foundation's and the text encoder's
         self.foundation_path = ensure_foundation(config, dataset) if self.use_foundation else None
@@ -196,6 +203,9 @@ class GFM(GeneralRecommender):
         rows = torch.arange(len(users), device=users.device)
         sums[rows, types] -= self.content[items]
         counts[rows, types] = (counts[rows, types] - 1).clamp(min=0)
+        if self.empty_history_prob > 0:  # cold-start examples: the whole history hidden
+            keep = (torch.rand(len(users), device=users.device) >= self.empty_history_prob).float()
+            sums, counts = sums * keep.view(-1, 1, 1), counts * keep.view(-1, 1)
 
         loss = 0.0
         groups = [(rows, 0)] if self.unified else [(rows[types == t], t) for t in range(self.n_types)]

@@ -344,8 +344,10 @@ def summarise(records: list[dict]) -> dict[str, tuple[float, float]]:
     """Mean and sample std over seeds of every test metric and of the train / eval times."""
     keys = dict.fromkeys(k for r in records for k in r["test_result"])
     summary = {k: _mean_std([r["test_result"][k] for r in records if k in r["test_result"]]) for k in keys}
-    for key in ("train_time_s", "eval_time_s"):
-        summary[key] = _mean_std([r[key] for r in records])
+    for key in ("train_time_s", "eval_time_s", "train_time_to_best_s"):
+        values = [r[key] for r in records if r.get(key) is not None]  # records before to-best existed lack it
+        if values:
+            summary[key] = _mean_std(values)
     return summary
 
 
@@ -375,9 +377,11 @@ def write_leaderboard(bench: Benchmark) -> dict[str, str]:
     md = io.StringIO()
     md.write(
         f"# Leaderboard: {bench.name}\n\nTest metrics, mean ± sample std over seeds ({bench.path}). "
-        "Test cases: users ranked (sequential models need a history before the test period).\n\n"
+        "Test cases: users ranked (sequential models need a history before the test period). Best epoch: "
+        "the validated epoch whose checkpoint is tested (0-based, one per seed); to best s: training time "
+        "until that epoch's validation, a foundation's whole training included.\n\n"
     )
-    header = ["dataset", "model", "seeds", "epochs", "test cases", *columns, "train s", "eval s", "config"]
+    header = ["dataset", "model", "seeds", "epochs", "best epoch", "test cases", *columns, "train s", "to best s", "eval s", "config"]
     md.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for key, recs in rows.items():
         cell, n = cells[key], len(recs)
@@ -385,9 +389,10 @@ def write_leaderboard(bench: Benchmark) -> dict[str, str]:
         epochs = f"{cell.epochs} (capped from {cell.capped_from})" if cell.capped_from else str(cell.epochs)
         seeds = f"{n}/{seeds_per_row[key]}" + ("" if n else " (failed or not run)")
         values = [_fmt(summary.get(c), n) for c in columns]
-        times = [f"{summary[t][0]:.1f}" if summary else "-" for t in ("train_time_s", "eval_time_s")]
+        times = [f"{summary[t][0]:.1f}" if t in summary else "-" for t in ("train_time_s", "train_time_to_best_s", "eval_time_s")]
+        best = "/".join(str(r["best_epoch"]) for r in recs if r.get("best_epoch") is not None) or "-"
         cases = str(recs[0].get("test_cases_by_type", {}).get("all", "-")) if recs else "-"
-        md.write("| " + " | ".join([key[0], key[1], seeds, epochs, cases, *values, *times, cell.row_fingerprint]) + " |\n")
+        md.write("| " + " | ".join([key[0], key[1], seeds, epochs, best, cases, *values, *times, cell.row_fingerprint]) + " |\n")
     for metric in type_columns:
         groups = _types_of(dict.fromkeys(k for s in summaries.values() for k in s), metric)
         if not groups:

@@ -91,8 +91,15 @@ def run(
     trainer = get_trainer(config)(config, model_obj)
 
     start = time.perf_counter()
+    best: dict[str, float] = {}
+
+    def note_best(epoch: int, _score: float) -> None:
+        """RecBole's per-evaluation callback: early_stopping resets cur_step to 0 on a new best."""
+        if trainer.cur_step == 0:
+            best.update(epoch=epoch, seconds=time.perf_counter() - start)
+
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=note_best
     )
     train_time = time.perf_counter() - start
     start = time.perf_counter()
@@ -121,6 +128,9 @@ def run(
         # a model built on a foundation (GFM) counts the foundation's training too, cached or not
         "train_time_s": round(train_time + (foundation_time or 0.0), 3),
         "foundation_train_time_s": foundation_time,
+        # the epoch whose checkpoint is tested, and the training time it took to get there
+        "best_epoch": best.get("epoch"),
+        "train_time_to_best_s": round(best["seconds"] + (foundation_time or 0.0), 3) if best else None,
         "eval_time_s": round(eval_time, 3),
         "saved_model_file": trainer.saved_model_file if saved else None,
         "config": to_plain(config),

@@ -56,6 +56,13 @@ def test_same_seed_gives_identical_metrics(ml100k_slice, workdir):
     assert other["test_result"] != first["test_result"], "the seed must matter"
 
 
+def test_the_record_names_the_tested_epoch_and_the_time_it_took(ml100k_slice, workdir):
+    record = run("BPR", "ml-100k-slice", config_dict=quick_overrides(ml100k_slice, epochs=4, learning_rate=0.05))
+    checkpoint = torch.load(record["saved_model_file"], weights_only=True)
+    assert record["best_epoch"] == checkpoint["epoch"] and record["best_valid_score"] == checkpoint["best_valid_score"]
+    assert 0 < record["train_time_to_best_s"] <= record["train_time_s"]
+
+
 def test_cli_runs_a_model_with_overrides(ml100k_slice, workdir, capsys):
     code = main(
         [

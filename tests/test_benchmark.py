@@ -140,7 +140,8 @@ def test_resume_skips_finished_cells_and_survives_kill_9(typed_data, tmp_path, m
     assert "hit@10 per item type" in board and "| Drama | Drama,warm | Drama,cold |" in board
     table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert list(table["model"]) == ["Pop"] and list(table["seeds"]) == [2]
-    assert {"hit@10_mean", "hit@10_std", "hit@10[type=Kids]_mean", "train_time_s_mean"} <= set(table.columns)
+    assert {"hit@10_mean", "hit@10_std", "hit@10[type=Kids]_mean", "train_time_s_mean", "train_time_to_best_s_mean"} <= set(table.columns)
+    assert "| best epoch |" in board and "| typed | Pop | 2/2 | 1 (capped from 300) | 0/0 |" in board
     assert (tmp_path / "out" / "leaderboard.png").stat().st_size > 1000
     record = json.loads(first.read_text())
     assert record["epochs_capped_from"] == 300 and record["versions"]["recbole"] == "1.2.1"

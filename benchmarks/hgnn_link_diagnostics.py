@@ -1,6 +1,6 @@
 """Diagnostics: is the co-interaction graph learnable by the HGNN, and what does it add to text?
 
-    .venv/bin/python benchmarks/hgnn_link_diagnostics.py [--steps 60] [--threads 2] [DATASET ...]
+    .venv/bin/python benchmarks/hgnn_link_diagnostics.py [--steps 60] [--threads 2] [--set KEY=VALUE ...] [DATASET ...]
 
 Per dataset (temporal protocol, train split's graph, properties as in run_recbole_gfm.py):
 
@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+import yaml
 
 
 def propagate(x: torch.Tensor, edge_index: torch.Tensor, hops: int) -> torch.Tensor:
@@ -42,7 +43,7 @@ def pair_auc(score_pos: torch.Tensor, score_neg: torch.Tensor) -> float:
     return round(float((score_pos > score_neg).float().mean() + 0.5 * (score_pos == score_neg).float().mean()), 3)
 
 
-def diagnose(dataset: str, steps: int) -> dict:
+def diagnose(dataset: str, steps: int, overrides: dict) -> dict:
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
@@ -54,6 +55,7 @@ def diagnose(dataset: str, steps: int) -> dict:
     settings = {"state": "ERROR", "show_progress": False, "checkpoint_dir": "/tmp/hgnn_link_diagnostics"}
     if dataset == "amazon-food-kitchen":
         settings["train_batch_size"] = 16384  # as in properties/benchmark/gfm-amazon.yaml
+    settings.update(overrides)
     config = Config("HGNN", dataset, [protocol_file("temporal")], settings)
     init_seed(config["seed"], True)
     train_data, valid_data, _ = data_preparation(config, create_dataset(config))
@@ -120,13 +122,15 @@ def main() -> None:
     parser.add_argument("datasets", nargs="*", default=["ml-100k-typed", "amazon-food-kitchen"])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (YAML value), e.g. graph_time_window=7776000")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(args.threads)
     from graph_and_text import machine
 
-    rows = [diagnose(d, args.steps) for d in args.datasets]
+    rows = [diagnose(d, args.steps, overrides) for d in args.datasets]
     info = machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, {info['ram_gb']} GB; torch threads: {args.threads}\n")
+    print(f"machine: {info['nproc']} cores, {info['cpu']}, {info['ram_gb']} GB; torch threads: {args.threads}; overrides: {overrides}\n")
     print("| quantity | " + " | ".join(r["dataset"] for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for key in rows[0]:

@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (YAML value), e.g. graph_time_window=7776000")
     args = parser.parse_args()
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE, e.g. --set graph_time_window=7776000")
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(args.threads)
     from graph_and_text import machine

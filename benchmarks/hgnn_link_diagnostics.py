@@ -1,6 +1,7 @@
 """Diagnostics: is the co-interaction graph learnable by the HGNN, and what does it add to text?
 
-    .venv/bin/python benchmarks/hgnn_link_diagnostics.py [--steps 60] [--threads 2] [--set KEY=VALUE ...] [DATASET ...]
+    .venv/bin/python benchmarks/hgnn_link_diagnostics.py [--steps 60] [--threads 2] [--set KEY=VALUE ...]
+        [--encoder hgnn|hgnn+id|self+id|id] [DATASET ...]
 
 Per dataset (temporal protocol, train split's graph, properties as in run_recbole_gfm.py):
 
@@ -12,6 +13,9 @@ Per dataset (temporal protocol, train split's graph, properties as in run_recbol
 * the HGNN after ``--steps`` link-prediction steps (HGNNTrainer's steps): loss, the AUC of its
   positives against its negatives on a fresh batch, the norm of the mean item vector (1 = all items
   collapsed onto one direction), and the same validation metrics.
+
+``--encoder`` swaps the HGNN's encoder for a probe (:class:`ProbeEncoder`) with the same loss,
+edges, negatives and steps, to locate what keeps it from fitting the edges it trains on.
 
 Prints Markdown.
 """
@@ -27,6 +31,41 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
+
+ENCODERS = ("hgnn", "hgnn+id", "self+id", "id")
+
+
+class ProbeEncoder(nn.Module):
+    """Probes in place of ``HGNNEncoder`` (same call: text features and sampled blocks -> unit vectors).
+
+    ``id``: a free vector per item, nothing else (matrix factorisation of the edges);
+    ``hgnn+id``: the HGNN's own encoder with a zero-initialised item-ID vector added to the projected
+    text (more capacity than any text can give, and an untrained item keeps its text alone);
+    ``self+id``: the same without the neighbour terms, i.e. each layer keeps only the item's own term.
+    Dropout is left out (the HGNN default is 0).
+    """
+
+    def __init__(self, base: nn.Module, n_items: int, variant: str):
+        super().__init__()
+        self.base, self.variant = base, variant
+        if variant == "id":
+            self.item_id = nn.Embedding(n_items, base.layers[-1].self_lin.out_features)
+            nn.init.normal_(self.item_id.weight, std=0.1)
+        else:
+            self.item_id = nn.Embedding(n_items, base.project.out_features)
+            nn.init.zeros_(self.item_id.weight)
+
+    def forward(self, features: torch.Tensor, blocks: list) -> torch.Tensor:
+        if self.variant == "id":
+            return F.normalize(self.item_id(blocks[-1].dst), dim=-1)
+        h = self.base.act(self.base.project(features[blocks[0].src]) + self.item_id(blocks[0].src))
+        for l, (layer, block) in enumerate(zip(self.base.layers, blocks)):
+            h_dst = h[block.dst_in_src]
+            h = layer(h, h_dst, block) if self.variant == "hgnn+id" else layer.self_lin(h_dst)
+            if l + 1 < self.base.n_layers:
+                h = self.base.act(h)
+        return F.normalize(h, dim=-1)
 
 
 def propagate(x: torch.Tensor, edge_index: torch.Tensor, hops: int) -> torch.Tensor:
@@ -43,7 +82,7 @@ def pair_auc(score_pos: torch.Tensor, score_neg: torch.Tensor) -> float:
     return round(float((score_pos > score_neg).float().mean() + 0.5 * (score_pos == score_neg).float().mean()), 3)
 
 
-def diagnose(dataset: str, steps: int, overrides: dict) -> dict:
+def diagnose(dataset: str, steps: int, overrides: dict, encoder: str = "hgnn") -> dict:
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
@@ -60,6 +99,8 @@ def diagnose(dataset: str, steps: int, overrides: dict) -> dict:
     init_seed(config["seed"], True)
     train_data, valid_data, _ = data_preparation(config, create_dataset(config))
     hgnn = HGNN(config, train_data._dataset)
+    if encoder != "hgnn":
+        hgnn.encoder = ProbeEncoder(hgnn.encoder, hgnn.n_items, encoder)
     graph, n_items = hgnn.graph, hgnn.n_items
     row = {"dataset": dataset, "items": n_items - 1, "edges": graph.edge_index.shape[1]}
     row["mean_degree"] = round(graph.edge_index.shape[1] / n_items, 1)
@@ -103,6 +144,7 @@ def diagnose(dataset: str, steps: int, overrides: dict) -> dict:
             done += 1
             if done == steps:
                 break
+    row["hgnn_encoder"] = encoder
     row["hgnn_steps"] = steps
     row["hgnn_step_s"] = round((time.perf_counter() - start) / steps, 2)
     row["hgnn_loss_first_last"] = f"{losses[0]:.3f} -> {sum(losses[-5:]) / len(losses[-5:]):.3f}"
@@ -123,6 +165,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (YAML value), e.g. graph_time_window=7776000")
+    parser.add_argument("--encoder", choices=ENCODERS, default="hgnn", help="probe in place of the HGNN's encoder (see ProbeEncoder)")
     args = parser.parse_args()
     if any("=" not in item for item in args.set):
         parser.error("--set takes KEY=VALUE, e.g. --set graph_time_window=7776000")
@@ -130,9 +173,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from graph_and_text import machine
 
-    rows = [diagnose(d, args.steps, overrides) for d in args.datasets]
+    rows = [diagnose(d, args.steps, overrides, args.encoder) for d in args.datasets]
     info = machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, {info['ram_gb']} GB; torch threads: {args.threads}; overrides: {overrides}\n")
+    print(f"machine: {info['nproc']} cores, {info['cpu']}, {info['ram_gb']} GB; torch threads: {args.threads}; overrides: {overrides}; encoder: {args.encoder}\n")
     print("| quantity | " + " | ".join(r["dataset"] for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for key in rows[0]:

@@ -110,7 +110,7 @@ def diagnose(dataset: str, steps: int, overrides: dict, encoder: str = "hgnn") -
     far, near = graph.edge_index[:, sample]
     random_far = torch.randint(1, n_items, (len(sample),), generator=generator)
     adjacency = sp.csr_matrix((np.ones(graph.edge_index.shape[1]), graph.edge_index.numpy()), shape=(n_items, n_items))
-    common = lambda a, b: float((np.asarray(adjacency[a].multiply(adjacency[b]).sum(1)) > 0).mean())  # noqa: E731
+    common = lambda a, b: float((np.asarray(adjacency[a].multiply(adjacency[b]).sum(1)) > 0).mean())
     row["common_neighbour_edges"] = round(common(near.numpy(), far.numpy()), 3)
     row["common_neighbour_random"] = round(common(near.numpy(), random_far.numpy()), 3)
     text = F.normalize(hgnn.text_features, dim=-1)

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from recbole.utils import set_color
+from recbole.utils import ModelType, set_color
 
 from recbole_gfm.artifacts import atomic_write, file_fingerprint, fingerprint, package_versions, source_fingerprint, write_json
 from recbole_gfm.compat import to_plain
@@ -142,7 +142,9 @@ def _resolve(
     """The cell's config files and settings, its (capped) epochs and its row fingerprint."""
     config = Config(model, dataset, files, settings, cmd_overrides)
     epochs, capped_from = config["epochs"], None
-    if max_epochs is not None and epochs > max_epochs:
+    if config["MODEL_TYPE"] == ModelType.TRADITIONAL:  # RecBole's TraditionalTrainer: one pass, whatever `epochs` says
+        epochs = 1
+    elif max_epochs is not None and epochs > max_epochs:
         settings = {**settings, "epochs": max_epochs}
         epochs, capped_from = max_epochs, config["epochs"]
     if dataset not in data_hashes:

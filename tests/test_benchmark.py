@@ -104,6 +104,9 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     own_cap = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {"max_epochs": 3}}))
     assert own_cap.cells[2].capped_from == 300 and own_cap.cells[2].config_dict["epochs"] == 3
     assert own_cap.cells[0].epochs == 1  # the file's cap still holds for the other rows
+    # Pop trains one pass (RecBole's TraditionalTrainer) whatever the cap: it is not a capped row
+    uncapped = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {"max_epochs": 5}}))
+    assert uncapped.cells[0].epochs == 1 and uncapped.cells[0].capped_from is None
 
 
 def test_mean_and_sample_std_over_seeds():
@@ -131,20 +134,20 @@ def test_resume_skips_finished_cells_and_survives_kill_9(typed_data, tmp_path, m
     assert run_benchmark(path) == 0
     out = capsys.readouterr().out
     skipped = [line for line in out.splitlines() if "done before, skipped" in line]
-    assert len(skipped) == 1 and skipped[0].startswith("[1/2] Pop on typed, seed 1 (epochs capped 300 -> 1)")
+    assert len(skipped) == 1 and skipped[0].startswith("[1/2] Pop on typed, seed 1: ")
     assert first.stat().st_mtime_ns == mtime, "the finished cell was not recomputed"
     assert len(list(cells.glob("*.json"))) == 2
 
     board = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "| typed | Pop | 2/2 |" in board and "1 (capped from 300)" in board and " ± " in board
+    assert "| typed | Pop | 2/2 | 1 |" in board and "capped" not in board and " ± " in board
     assert "hit@10 per item type" in board and "| Drama | Drama,warm | Drama,cold |" in board
     table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert list(table["model"]) == ["Pop"] and list(table["seeds"]) == [2]
     assert {"hit@10_mean", "hit@10_std", "hit@10[type=Kids]_mean", "train_time_s_mean", "train_time_to_best_s_mean"} <= set(table.columns)
-    assert "| best epoch |" in board and "| typed | Pop | 2/2 | 1 (capped from 300) | 0/0 |" in board
+    assert "| best epoch |" in board and "| typed | Pop | 2/2 | 1 | 0/0 |" in board
     assert (tmp_path / "out" / "leaderboard.png").stat().st_size > 1000
     record = json.loads(first.read_text())
-    assert record["epochs_capped_from"] == 300 and record["versions"]["recbole"] == "1.2.1"
+    assert record["epochs_capped_from"] is None and record["versions"]["recbole"] == "1.2.1"
 
 
 @pytest.mark.parametrize("name", ["quick", "recbole-ml1m-general"])

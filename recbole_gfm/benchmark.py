@@ -38,12 +38,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from recbole.utils import ModelType, set_color
+from recbole.trainer import TraditionalTrainer
+from recbole.utils import set_color
 
 from recbole_gfm.artifacts import atomic_write, file_fingerprint, fingerprint, package_versions, source_fingerprint, write_json
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
 from recbole_gfm.protocol import protocol_file
+from recbole_gfm.quick_start import check_dataset_files, get_trainer, run
 
 KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
@@ -127,8 +129,6 @@ def _files(value: Any, base: str, path: str, key: str) -> list[str]:
 
 def _data_fingerprint(config: Config) -> str:
     """Hash of the dataset's atomic files, so re-prepared data never reuses stale cells."""
-    from recbole_gfm.quick_start import check_dataset_files
-
     check_dataset_files(config)
     folder, name = config["data_path"], config["dataset"]
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(f"{name}."))
@@ -142,7 +142,7 @@ def _resolve(
     """The cell's config files and settings, its (capped) epochs and its row fingerprint."""
     config = Config(model, dataset, files, settings, cmd_overrides)
     epochs, capped_from = config["epochs"], None
-    if config["MODEL_TYPE"] == ModelType.TRADITIONAL:  # RecBole's TraditionalTrainer: one pass, whatever `epochs` says
+    if issubclass(get_trainer(config), TraditionalTrainer):  # one pass, whatever `epochs` says (Pop, ItemKNN, LLMKNN)
         epochs = 1
     elif max_epochs is not None and epochs > max_epochs:
         settings = {**settings, "epochs": max_epochs}
@@ -264,8 +264,6 @@ def run_cell(bench: Benchmark, cell: Cell) -> tuple[int, str]:
 
 def _cell_main(job: dict[str, Any]) -> None:
     """Child process: run the cell and store its record atomically."""
-    from recbole_gfm.quick_start import run
-
     start = time.perf_counter()
     record = run(job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"])
     record.update(job["meta"], wall_time_s=round(time.perf_counter() - start, 3))

@@ -150,7 +150,7 @@ def test_resume_skips_finished_cells_and_survives_kill_9(typed_data, tmp_path, m
     assert record["epochs_capped_from"] is None and record["versions"]["recbole"] == "1.2.1"
 
 
-@pytest.mark.parametrize("name", ["quick", "recbole-ml1m-general"])
+@pytest.mark.parametrize("name", sorted(f[: -len(".yaml")] for f in os.listdir(BENCHMARKS) if f.endswith(".yaml")))
 def test_shipped_benchmark_files_parse(name, monkeypatch):
     """The shipped files name known models and keys (their datasets may not be prepared here)."""
     import recbole_gfm.benchmark as benchmark

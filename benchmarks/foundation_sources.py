@@ -42,21 +42,40 @@ HGNN_ROW = {"train_batch_size": 16384, "epochs": 6, "eval_step": 1, "stopping_st
 LIGHTGCN_ROW = {"learning_rate": 0.002}
 
 
-def edge_mf_vectors(dataset: str, settings: dict, steps: int, cache_dir: str) -> tuple[str, float]:
-    """Fit the ``id`` probe to the edges for ``steps`` steps and save its vectors as an artifact."""
-    from hgnn_link_diagnostics import ProbeEncoder
+def temporal_split(dataset: str, settings: dict):
+    """The HGNN config and the (train, test) split every source shares (GFM's dataset class)."""
+    from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.foundation import save_foundation
-    from recbole_gfm.model.hgnn import HGNN
     from recbole_gfm.protocol import data_preparation, protocol_file
     from recbole_gfm.quick_start import create_dataset
-    from recbole.utils import init_seed
 
     config = Config("HGNN", dataset, [protocol_file("temporal")], {**settings, **HGNN_ROW})
     init_seed(config["seed"], True)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    hgnn = HGNN(config, train_data._dataset)
+    train, _, test = data_preparation(config, create_dataset(config))
+    return config, train._dataset, test._dataset
+
+
+def save_vectors(config, data, vectors: torch.Tensor, model: torch.nn.Module, cache_dir: str, extra: dict) -> str:
+    """An artifact GFM can read through ``foundation_path``, in ``cache_dir`` (not the package's cache)."""
+    from recbole_gfm.foundation import save_foundation
+
+    package_cache, config["cache_dir"] = config["cache_dir"], cache_dir
+    try:
+        return save_foundation(config, data, vectors, model, {}, extra)
+    finally:
+        config["cache_dir"] = package_cache
+
+
+def edge_mf_vectors(config, data, steps: int, cache_dir: str) -> tuple[str, float]:
+    """Fit the ``id`` probe to the edges for ``steps`` steps and save its vectors as an artifact."""
+    from hgnn_link_diagnostics import ProbeEncoder
+    from recbole.utils import init_seed
+
+    from recbole_gfm.model.hgnn import HGNN
+
+    init_seed(config["seed"], True)
+    hgnn = HGNN(config, data)
     hgnn.encoder = ProbeEncoder(hgnn.encoder, hgnn.n_items, "id")
     optimizer = torch.optim.Adam(hgnn.parameters(), lr=config["learning_rate"])
     start, done = time.perf_counter(), 0
@@ -72,88 +91,72 @@ def edge_mf_vectors(dataset: str, settings: dict, steps: int, cache_dir: str) ->
     hgnn.eval()
     vectors = hgnn.item_embeddings()
     vectors[torch.bincount(hgnn.graph.edge_index[0], minlength=hgnn.n_items) == 0] = 0  # never trained: no vector
-    config["cache_dir"] = cache_dir
     extra = {"source": f"edge-mf: ProbeEncoder('id'), {steps} steps", "train_time_s": round(seconds, 3)}
-    return save_foundation(config, train_data._dataset, vectors, hgnn.encoder, {}, extra), seconds
+    return save_vectors(config, data, vectors, hgnn.encoder, cache_dir, extra), seconds
 
 
-def lightgcn_vectors(dataset: str, settings: dict, cache_dir: str) -> tuple[str, dict]:
+def lightgcn_vectors(config, data, settings: dict, cache_dir: str) -> tuple[str, dict]:
     """Train LightGCN as the board does, then save its best checkpoint's item vectors as an artifact."""
     from recbole.model.general_recommender import LightGCN
 
     from recbole_gfm.config import Config
-    from recbole_gfm.foundation import item_tokens, save_foundation
+    from recbole_gfm.foundation import item_tokens
     from recbole_gfm.protocol import data_preparation, protocol_file
     from recbole_gfm.quick_start import create_dataset, run
 
-    config_files = [protocol_file("temporal")]
-    record = run("LightGCN", dataset, config_files, {**settings, **BOARD, **LIGHTGCN_ROW}, saved=True)
-    config = Config("LightGCN", dataset, config_files, {**settings, **BOARD, **LIGHTGCN_ROW})
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = LightGCN(config, train_data._dataset)
+    config_files, lightgcn_settings = [protocol_file("temporal")], {**settings, **BOARD, **LIGHTGCN_ROW}
+    record = run("LightGCN", config["dataset"], config_files, lightgcn_settings, saved=True)
+    lightgcn_config = Config("LightGCN", config["dataset"], config_files, lightgcn_settings)
+    lightgcn_data = data_preparation(lightgcn_config, create_dataset(lightgcn_config))[0]._dataset
+    model = LightGCN(lightgcn_config, lightgcn_data)
     model.load_state_dict(torch.load(record["saved_model_file"], weights_only=True)["state_dict"])
     model.eval()
     with torch.no_grad():
         vectors = F.normalize(model.forward()[1], dim=-1)
-    # GFM's dataset (MultiTypeDataset) numbers items by its own remap: align by external token
-    hgnn_config = Config("HGNN", dataset, config_files, {**settings, **HGNN_ROW, "cache_dir": cache_dir})
-    gfm_data = data_preparation(hgnn_config, create_dataset(hgnn_config))[0]._dataset
-    lightgcn_id = train_data._dataset.field2token_id[train_data._dataset.iid_field]
-    trained = torch.bincount(train_data._dataset.inter_feat[train_data._dataset.iid_field], minlength=len(vectors)) > 0
-    items = torch.zeros(gfm_data.item_num, vectors.shape[1])  # no train interaction: untrained vector, kept 0
-    for gfm_id, token in enumerate(item_tokens(gfm_data)[1:], start=1):
+    # RecBole's Dataset and GFM's MultiTypeDataset number items each by their own remap: align by token
+    lightgcn_id = lightgcn_data.field2token_id[lightgcn_data.iid_field]
+    trained = torch.bincount(lightgcn_data.inter_feat[lightgcn_data.iid_field], minlength=len(vectors)) > 0
+    items = torch.zeros(data.item_num, vectors.shape[1])  # no train interaction: untrained vector, kept 0
+    for gfm_id, token in enumerate(item_tokens(data)[1:], start=1):
         if token in lightgcn_id and trained[lightgcn_id[token]]:
             items[gfm_id] = vectors[lightgcn_id[token]]
     extra = {"source": "lightgcn: RecBole LightGCN item vectors, L2-normalised", "train_time_s": record["train_time_s"]}
-    return save_foundation(hgnn_config, gfm_data, items, model, {}, extra), record
+    return save_vectors(config, data, items, model, cache_dir, extra), record
 
 
-def popularity_signal(dataset: str, settings: dict, paths: dict[str, str]) -> tuple[float, dict[str, float]]:
+def popularity_signal(config, data, test_data, paths: dict[str, str]) -> tuple[float, dict[str, float]]:
     """How much the train period's popularity says about the test period's, and how much of it each
     source's vectors carry: Spearman of items' train and test counts, and per source the R^2 of
     log(1 + train count) predicted from the vectors (ridge, fitted on half the warm items, scored
     on the other half)."""
-    from recbole.utils import init_seed
     from scipy.stats import spearmanr
 
-    from recbole_gfm.config import Config
     from recbole_gfm.data.text import item_text_embeddings
-    from recbole_gfm.foundation import ensure_foundation, load_foundation
-    from recbole_gfm.protocol import data_preparation, protocol_file
-    from recbole_gfm.quick_start import create_dataset
+    from recbole_gfm.foundation import load_foundation
 
-    config = Config("HGNN", dataset, [protocol_file("temporal")], {**settings, **HGNN_ROW})
-    init_seed(config["seed"], True)
-    train, _, test = data_preparation(config, create_dataset(config))
-    data, item = train._dataset, train._dataset.iid_field
+    item = data.iid_field
     train_count = torch.bincount(data.inter_feat[item], minlength=data.item_num).double()
-    test_count = torch.bincount(test._dataset.inter_feat[item], minlength=data.item_num).double()
+    test_count = torch.bincount(test_data.inter_feat[item], minlength=data.item_num).double()
     drift = float(spearmanr(train_count[1:], test_count[1:])[0])
     warm = torch.nonzero(train_count > 0).flatten()
     fit, held = warm[torch.randperm(len(warm), generator=torch.Generator().manual_seed(0))].chunk(2)
-    if "hgnn" in paths:  # the package's artifact, found (or trained) as GFM finds it
-        gfm_config = Config("GFM", dataset, [protocol_file("temporal")], {**settings, **BOARD, "foundation": HGNN_ROW})
-        paths["hgnn"] = ensure_foundation(gfm_config, data)
+    y = torch.log1p(train_count)
+    vectors = {"none (text)": F.normalize(item_text_embeddings(config, data), dim=-1)}
+    vectors.update({name: load_foundation(path, data) for name, path in paths.items()})
     r2 = {}
-    vectors = {"none (text)": F.normalize(item_text_embeddings(config, data), dim=-1), **{
-        name: load_foundation(path, data) for name, path in paths.items()}}
     for name, v in vectors.items():
-        x, y = v.double(), torch.log1p(train_count)
-        mean = y[fit].mean()
+        x, mean = v.double(), y[fit].mean()
         w = torch.linalg.solve(x[fit].T @ x[fit] + torch.eye(x.shape[1], dtype=x.dtype), x[fit].T @ (y[fit] - mean))
         residual = y[held] - mean - x[held] @ w
         r2[name] = float(1 - residual.pow(2).sum() / (y[held] - y[held].mean()).pow(2).sum())
     return drift, r2
 
 
-def gfm(dataset: str, settings: dict, source: str, path: str | None) -> dict:
-    from recbole_gfm.protocol import protocol_file
-    from recbole_gfm.quick_start import run
-
+def gfm_settings(settings: dict, source: str, path: str | None) -> dict:
     extra = {"use_foundation": False} if source == "none" else {"foundation": HGNN_ROW}
     if path:
         extra["foundation_path"] = path
-    return run("GFM", dataset, [protocol_file("temporal")], {**settings, **BOARD, **extra}, saved=True)
+    return {**settings, **BOARD, **extra}
 
 
 def main() -> None:
@@ -168,25 +171,34 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from graph_and_text import machine
 
+    from recbole_gfm.config import Config
+    from recbole_gfm.foundation import ensure_foundation
+    from recbole_gfm.protocol import protocol_file
+    from recbole_gfm.quick_start import run
+
     settings = {"seed": args.seed, "results_dir": "", "checkpoint_dir": os.path.join(args.cache_dir, "saved")}
+    config, data, test_data = temporal_split(args.dataset, settings)
     rows, paths = [], {}
     for source in args.sources:
-        path, own = None, ""
-        shutil.rmtree(os.path.join(args.cache_dir, source), ignore_errors=True)
+        path, own, folder = None, "", os.path.join(args.cache_dir, source)
+        shutil.rmtree(folder, ignore_errors=True)
         if source == "edge-mf":
-            path, seconds = edge_mf_vectors(args.dataset, settings, args.edge_mf_steps, os.path.join(args.cache_dir, source))
+            path, seconds = edge_mf_vectors(config, data, args.edge_mf_steps, folder)
             own = f"{args.edge_mf_steps} steps, {seconds:.0f} s"
         elif source == "lightgcn":
-            path, record = lightgcn_vectors(args.dataset, settings, os.path.join(args.cache_dir, source))
+            path, record = lightgcn_vectors(config, data, settings, folder)
             test = record["test_result"]
             own = f"LightGCN itself {test['hit@10']:.4f} / {test['ndcg@10']:.4f}, {record['train_time_s']:.0f} s"
-        record = gfm(args.dataset, settings, source, path)
+        gfm_config = gfm_settings(settings, source, path)
+        record = run("GFM", args.dataset, [protocol_file("temporal")], gfm_config, saved=True)
         test = record["test_result"]
         rows.append((source, test, record["best_epoch"], record["train_time_s"], own))
         print(f"{source}: {test['hit@10']:.4f} / {test['ndcg@10']:.4f}", flush=True)
-        if source != "none":
+        if source == "hgnn":  # the package's artifact, found as GFM found it
+            path = ensure_foundation(Config("GFM", args.dataset, [protocol_file("temporal")], gfm_config), data)
+        if path:
             paths[source] = path
-    drift, r2 = popularity_signal(args.dataset, settings, paths)
+    drift, r2 = popularity_signal(config, data, test_data, paths)
 
     info = machine()
     print(f"\nmachine: {info['nproc']} cores, {info['cpu']}, {info['ram_gb']} GB; torch threads: {args.threads}; "

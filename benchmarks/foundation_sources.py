@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import time
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +68,7 @@ def save_vectors(config, data, vectors: torch.Tensor, model: torch.nn.Module, ca
 
 def edge_mf_vectors(config, data, steps: int, cache_dir: str) -> tuple[str, float]:
     """Fit the ``id`` probe to the edges for ``steps`` steps and save its vectors as an artifact."""
-    from hgnn_link_diagnostics import ProbeEncoder
+    from hgnn_link_diagnostics import ProbeEncoder, fit_edges
     from recbole.utils import init_seed
 
     from recbole_gfm.model.hgnn import HGNN
@@ -77,17 +76,7 @@ def edge_mf_vectors(config, data, steps: int, cache_dir: str) -> tuple[str, floa
     init_seed(config["seed"], True)
     hgnn = HGNN(config, data)
     hgnn.encoder = ProbeEncoder(hgnn.encoder, hgnn.n_items, "id")
-    optimizer = torch.optim.Adam(hgnn.parameters(), lr=config["learning_rate"])
-    start, done = time.perf_counter(), 0
-    while done < steps:
-        for batch in hgnn.edge_loader:
-            optimizer.zero_grad()
-            hgnn.calculate_loss(batch).backward()
-            optimizer.step()
-            done += 1
-            if done == steps:
-                break
-    seconds = time.perf_counter() - start
+    _, seconds = fit_edges(hgnn, steps, config["learning_rate"])
     hgnn.eval()
     vectors = hgnn.item_embeddings()
     vectors[torch.bincount(hgnn.graph.edge_index[0], minlength=hgnn.n_items) == 0] = 0  # never trained: no vector

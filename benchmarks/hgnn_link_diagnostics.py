@@ -82,6 +82,22 @@ def pair_auc(score_pos: torch.Tensor, score_neg: torch.Tensor) -> float:
     return round(float((score_pos > score_neg).float().mean() + 0.5 * (score_pos == score_neg).float().mean()), 3)
 
 
+def fit_edges(hgnn, steps: int, learning_rate: float) -> tuple[list[float], float]:
+    """``steps`` Adam steps of HGNNTrainer's link prediction on the edge loader; losses and seconds."""
+    optimizer = torch.optim.Adam(hgnn.parameters(), lr=learning_rate)
+    losses, start = [], time.perf_counter()
+    while len(losses) < steps:
+        for batch in hgnn.edge_loader:
+            optimizer.zero_grad()
+            loss = hgnn.calculate_loss(batch)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+    return losses, time.perf_counter() - start
+
+
 def diagnose(dataset: str, steps: int, overrides: dict, encoder: str = "hgnn") -> dict:
     from recbole.utils import init_seed
 
@@ -110,7 +126,7 @@ def diagnose(dataset: str, steps: int, overrides: dict, encoder: str = "hgnn") -
     far, near = graph.edge_index[:, sample]
     random_far = torch.randint(1, n_items, (len(sample),), generator=generator)
     adjacency = sp.csr_matrix((np.ones(graph.edge_index.shape[1]), graph.edge_index.numpy()), shape=(n_items, n_items))
-    common = lambda a, b: float((np.asarray(adjacency[a].multiply(adjacency[b]).sum(1)) > 0).mean())
+    common = lambda a, b: float((np.asarray(adjacency[a].multiply(adjacency[b]).sum(1)) > 0).mean())  # noqa: E731
     row["common_neighbour_edges"] = round(common(near.numpy(), far.numpy()), 3)
     row["common_neighbour_random"] = round(common(near.numpy(), random_far.numpy()), 3)
     text = F.normalize(hgnn.text_features, dim=-1)
@@ -132,21 +148,10 @@ def diagnose(dataset: str, steps: int, overrides: dict, encoder: str = "hgnn") -
     row["valid_text_1hop"] = valid(propagate(text, graph.edge_index, 1))
     row["valid_text_2hop"] = valid(propagate(text, graph.edge_index, 2))
 
-    optimizer = torch.optim.Adam(hgnn.parameters(), lr=config["learning_rate"])
-    losses, done, start = [], 0, time.perf_counter()
-    while done < steps:
-        for batch in hgnn.edge_loader:
-            optimizer.zero_grad()
-            loss = hgnn.calculate_loss(batch)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            done += 1
-            if done == steps:
-                break
+    losses, seconds = fit_edges(hgnn, steps, config["learning_rate"])
     row["hgnn_encoder"] = encoder
     row["hgnn_steps"] = steps
-    row["hgnn_step_s"] = round((time.perf_counter() - start) / steps, 2)
+    row["hgnn_step_s"] = round(seconds / steps, 2)
     row["hgnn_loss_first_last"] = f"{losses[0]:.3f} -> {sum(losses[-5:]) / len(losses[-5:]):.3f}"
     hgnn.eval()
     with torch.no_grad():

@@ -27,39 +27,43 @@ CASES = {
 }
 
 
-def run_case(dataset: str, balanced: bool, epochs: int, threads: int) -> dict:
+def run_case(dataset: str, balanced: bool, exclude: bool, epochs: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from recbole.data import data_preparation
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.quick_start import create_dataset
+    from recbole_gfm.protocol import data_preparation
+    from recbole_gfm.quick_start import create_dataset, training_data
 
-    settings = {**CASES[dataset], "balanced_sampling": balanced, "state": "ERROR", "show_progress": False}
+    settings = {
+        **CASES[dataset], "balanced_sampling": balanced, "exclude_target_edges": exclude, "state": "ERROR", "show_progress": False,
+    }  # fmt: skip
     config = Config("HGNN", dataset, config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
     start = time.perf_counter()
-    model = config.model_class(config, train_data._dataset)
+    model = config.model_class(config, train_data.dataset)
+    loader = training_data(config, train_data)  # the link loader the run trains HGNN on
     setup = time.perf_counter() - start
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     model.train()
     times, steps, edges = [], 0, 0
     for _ in range(epochs):
         start = time.perf_counter()
-        for batch in model.edge_loader:
+        for batch in loader:
             optimizer.zero_grad()
             loss = model.calculate_loss(batch)
             loss.backward()
             optimizer.step()
             steps += 1
-            edges += len(batch["anchor"])
+            edges += len(batch)
         times.append(time.perf_counter() - start)
     return {
         "dataset": dataset,
         "balanced": balanced,
+        "exclude_target_edges": exclude,
         "items": model.n_items - 1,
         "graph_edges": int(model.graph.edge_index.shape[1]),
         "relations": model.graph.num_relations,
@@ -76,18 +80,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # child mode: DATASET BALANCED
+    parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)  # child mode: DATASET BALANCED EXCLUDE
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case[0], args.case[1] == "True", args.epochs, args.threads)))
+        print(json.dumps(run_case(args.case[0], args.case[1] == "True", args.case[2] == "True", args.epochs, args.threads)))
         return
     rows = []
     for dataset in CASES:
-        for balanced in (True, False):
+        for balanced, exclude in ((True, True), (True, False), (False, True)):
             command = [sys.executable, __file__, "--epochs", str(args.epochs), "--threads", str(args.threads)]
-            out = subprocess.run([*command, "--case", dataset, str(balanced)], capture_output=True, text=True)
+            out = subprocess.run([*command, "--case", dataset, str(balanced), str(exclude)], capture_output=True, text=True)
             if out.returncode:
-                rows.append({"dataset": dataset, "balanced": balanced, "error": out.stderr.strip().splitlines()[-1]})
+                rows.append({"dataset": dataset, "balanced": balanced, "exclude_target_edges": exclude, "error": out.stderr.strip().splitlines()[-1]})
             else:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -3,11 +3,14 @@
 Everything the plugin persists (results, caches, foundation embeddings) goes through
 :func:`atomic_write`, so a crash never leaves a half-written file under a name a later run reads,
 and is named by :func:`fingerprint` of what produced it, so a stale file is never mistaken for a
-fresh one.
+fresh one. One policy for every such key: the settings that can change a number
+(:func:`settings_fingerprint`), the data, the code as parsed (:func:`code_fingerprint`) and the
+versions of the packages whose numerics matter (:func:`package_versions`).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -15,7 +18,7 @@ import platform
 import tempfile
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 _VERSIONED = [
     "recbole-gfm",
@@ -71,11 +74,53 @@ def file_fingerprint(*paths: str, length: int = 16) -> str:
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
+# Settings that decide where output goes, how much is printed or how fast it runs, never a number:
+# every other key of a resolved config is part of the fingerprint of what the config produces.
+NOT_FINGERPRINTED = frozenset({
+    "state", "show_progress", "results_dir", "checkpoint_dir", "data_path", "cache_dir", "log_wandb",
+    "wandb_project", "eval_batch_size", "worker", "ip", "port", "offset", "benchmark_filename_dir",
+    "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "config_files",
+})  # fmt: skip
 
-def source_fingerprint(*paths: str, length: int = 16) -> str:
-    """Hash of the Python sources at ``paths`` (files or folders, relative to this package).
 
-    Part of every artifact's fingerprint: results made by different code are never mixed up.
+def settings_fingerprint(resolved: dict[str, Any], also_ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """The part of a resolved (plain) config that can change a number: all but :data:`NOT_FINGERPRINTED`."""
+    ignored = NOT_FINGERPRINTED | set(also_ignore)
+    return {k: v for k, v in resolved.items() if k not in ignored}
+
+
+_LOG_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "print", "set_postfix_str"}
+
+
+class _CodeOnly(ast.NodeTransformer):
+    """Drops docstrings and statements that only log or print: what cannot change a number."""
+
+    def _body(self, node):
+        self.generic_visit(node)
+        body = [s for s in node.body if not _is_docstring(s) and not _is_log_call(s)]
+        node.body = body or [ast.Pass()]
+        return node
+
+    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _body
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) and isinstance(statement.value.value, str)
+
+
+def _is_log_call(statement: ast.stmt) -> bool:
+    if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)):
+        return False
+    func = statement.value.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return name in _LOG_CALLS
+
+
+def code_fingerprint(*paths: str, length: int = 16) -> str:
+    """Hash of the code at ``paths`` (files or folders, relative to this package), as Python parses it.
+
+    Comments, docstrings and logging / print statements are left out, so editing them invalidates no
+    artifact; any other change of the code does. Part of every artifact's and result's fingerprint.
     """
     digest = hashlib.sha256()
     for path in paths:
@@ -86,9 +131,10 @@ def source_fingerprint(*paths: str, length: int = 16) -> str:
             else [full]
         )
         for file in files:
-            digest.update(os.path.relpath(file, PACKAGE_DIR).encode())
             with open(file, "rb") as f:
-                digest.update(f.read())
+                tree = _CodeOnly().visit(ast.parse(f.read(), filename=file))
+            digest.update(os.path.relpath(file, PACKAGE_DIR).encode() + b"\0")
+            digest.update(ast.dump(tree, include_attributes=False).encode())
     return digest.hexdigest()[:length]
 
 

@@ -41,7 +41,9 @@ from typing import Any
 from recbole.trainer import TraditionalTrainer
 from recbole.utils import set_color
 
-from recbole_gfm.artifacts import atomic_write, file_fingerprint, fingerprint, package_versions, source_fingerprint, write_json
+from recbole_gfm.artifacts import (
+    atomic_write, code_fingerprint, file_fingerprint, fingerprint, package_versions, settings_fingerprint, write_json,
+)  # fmt: skip
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
 from recbole_gfm.protocol import protocol_file
@@ -51,8 +53,6 @@ KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
     "max_epochs", "columns", "type_columns", "output_dir",
 }  # fmt: skip
-# Settings that change where output goes or how much is printed, not the result.
-_NOT_FINGERPRINTED = {"state", "show_progress", "results_dir", "checkpoint_dir", "data_path", "seed"}
 
 
 class BenchmarkError(ConfigError):
@@ -149,7 +149,7 @@ def _resolve(
         epochs, capped_from = max_epochs, config["epochs"]
     if dataset not in data_hashes:
         data_hashes[dataset] = _data_fingerprint(config)
-    resolved = {k: v for k, v in to_plain(config).items() if k not in _NOT_FINGERPRINTED}
+    resolved = settings_fingerprint(to_plain(config), also_ignore={"seed"})  # the seed is in the cell's own part
     resolved["epochs"] = epochs
     return files, settings, epochs, capped_from, fingerprint(label, resolved, data_hashes[dataset], code)
 
@@ -191,7 +191,7 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
     overrides = dict(cmd_overrides or {})
     cells, data_hashes = [], {}
     # the plugin's code and the package versions: a cell made by other code is run again
-    code = (source_fingerprint("."), package_versions())
+    code = (code_fingerprint("."), package_versions())
     for dataset, dataset_settings in datasets.items():
         dataset_files = _files(dataset_settings.pop("config_files", None), base, path, f"datasets.{dataset}.config_files")
         for label, model_settings in models.items():

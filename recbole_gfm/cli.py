@@ -25,6 +25,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
         "--protocol", default=None, help="named split protocol: temporal, rs811 or loo (properties/protocol/NAME.yaml)"
     )
     parser.add_argument(
+        "--prepare_foundation", default=None, metavar="CHECKPOINT",
+        help="make again the foundation artifact a GFM checkpoint reads (its run's split and settings), then stop",
+    )
+    parser.add_argument(
         "--benchmark", default=None, help="run (or resume) the leaderboard of a benchmark file, e.g. properties/benchmark/quick.yaml"
     )
     args, rest = parser.parse_known_args(argv)
@@ -50,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             from recbole_gfm.benchmark import run_benchmark
 
             return 1 if run_benchmark(args.benchmark, overrides) else 0
+        if args.prepare_foundation:
+            from recbole_gfm.inference import rebuild_foundation
+
+            print(f"foundation: {rebuild_foundation(args.prepare_foundation)}")
+            return 0
         if args.protocol:
             config_files.insert(0, protocol_file(args.protocol))
         record = run(args.model, args.dataset, config_files or None, cmd_overrides=overrides, saved=not args.nosave)

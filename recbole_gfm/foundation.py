@@ -1,11 +1,16 @@
-"""The static foundation layer as an artifact: inputs, fingerprint, save / load, train-if-missing.
+"""The foundation artifact store: its settings, fingerprint, save / load, and inductive embedding.
 
-The foundation (HGNN item embeddings) is trained rarely and reused by every adapter run
-(2403.07478, section 3). Its artifact is a folder ``<cache_dir>/foundation/<dataset>-<fingerprint>/``
-holding ``embeddings.safetensors`` and ``meta.json`` (fingerprint, item-id order, config,
-versions), written atomically; the fingerprint covers the train split, the item texts, every
-setting that shapes the embeddings, the code that trains them and the torch / PyG / RecBole
-versions, so a second run with the same inputs reuses it and a stale artifact is never read.
+The foundation (item embeddings from the co-interaction graph and the item texts) is trained
+rarely and reused by every adapter run (2403.07478, section 3). Its artifact is a folder
+``<cache_dir>/foundation/<dataset>-<fingerprint>/`` holding ``embeddings.safetensors``,
+``encoder.safetensors`` and ``meta.json`` (fingerprint, item-id order, settings, versions), written
+atomically. The fingerprint follows the project's one policy (:mod:`recbole_gfm.artifacts`):
+every resolved setting that can change a number, the train split and the item texts, the text
+encoder's identity (its files' hash), the code as parsed and the versions that matter. A second run
+with the same inputs reuses the artifact; a stale one is never read.
+
+This module imports neither the pipeline nor the models: the run (:mod:`recbole_gfm.quick_start`)
+trains a missing foundation before it builds the model that reads it.
 """
 
 from __future__ import annotations
@@ -15,72 +20,50 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from logging import getLogger
 
 import torch
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import set_color
 from safetensors.torch import load_file, save_file
 
-from recbole_gfm.artifacts import fingerprint, package_versions, source_fingerprint
+from recbole_gfm.artifacts import code_fingerprint, fingerprint, package_versions, settings_fingerprint
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
-from recbole_gfm.data.graph import CoInteractionGraph, build_cointeraction_graph
-from recbole_gfm.data.text import item_text_embeddings
+from recbole_gfm.data.text import encoder_identity
+from recbole_gfm.encoders import build_encoder, embed_without_edges
 
-# Settings that change the foundation's embeddings (besides the data): its fingerprint covers them.
-FOUNDATION_KEYS = (
-    "seed",
-    "text_encoder",
-    "text_fields",
-    "item_type_field",
-    "graph_time_window",
-    "graph_min_cocount",
-    "graph_topk",
-    "graph_mutual_topk",
-    "foundation_time_cutoff",
-    "hidden_size",
-    "embedding_size",
-    "fanouts",
-    "inference_fanouts",
-    "activation",
-    "dropout",
-    "margin",
-    "num_negatives",
-    "balanced_sampling",
-    "learning_rate",
-    "train_batch_size",
-    "epochs",
-    "stopping_step",
-    "valid_metric",
-    "eval_step",
-)
+FOUNDATION_MODEL = "HGNN"
+# The code whose numerics shape the embeddings (relative to the package) and the packages that do.
+FOUNDATION_CODE = (
+    "foundation.py", "encoders.py", "trainer.py", "data/graph.py", "data/link_loader.py", "data/text.py",
+    "model/hgnn.py", "model/history_mean.py",
+)  # fmt: skip
+FOUNDATION_PACKAGES = ("torch", "torch-geometric", "recbole", "numpy", "scipy", "sentence-transformers")
+# Keys of a downstream model that name its foundation rather than shape it.
+_DOWNSTREAM_KEYS = ("foundation", "foundation_path")
 
 
-def interactions_before(dataset, cutoff: float):
-    """A copy of ``dataset`` keeping the interactions in the first ``cutoff`` fraction of its timeline.
+def foundation_config(config) -> Config:
+    """The foundation's config for a downstream model (GFM): its data settings plus ``foundation`` overrides.
 
-    The papers' "w/o retraining" setting: a foundation trained at an earlier date.
+    Training settings of the downstream model (learning_rate, epochs ...) and its own properties do
+    not leak into the foundation; properties/model/HGNN.yaml and the ``foundation`` dict decide those.
+    The data, split and evaluation settings are the downstream run's, so both read one split.
     """
-    if not 0 < cutoff <= 1:
-        raise ConfigError(f"foundation_time_cutoff must be in (0, 1], got {cutoff}")
-    time = dataset.inter_feat[dataset.time_field]
-    limit = torch.quantile(time.double(), cutoff)
-    return dataset.copy(dataset.inter_feat[time.double() <= limit])
-
-
-@dataclass
-class FoundationInputs:
-    """What the foundation is computed from: the train co-interaction graph and item text vectors."""
-
-    graph: CoInteractionGraph
-    text_features: torch.Tensor
-
-    @classmethod
-    def build(cls, config, dataset) -> "FoundationInputs":
-        cutoff = config["foundation_time_cutoff"]
-        graph_data = interactions_before(dataset, cutoff) if cutoff else dataset
-        return cls(build_cointeraction_graph(config, graph_data), item_text_embeddings(config, dataset))
+    training = set(config.parameters["Training"])
+    own = set(load_yaml(os.path.join(PROPERTIES_DIR, "model", f"{config['model']}.yaml")))
+    inherited = {
+        k: v for k, v in config.external_config_dict.items() if k not in training | own | {"model", *_DOWNSTREAM_KEYS}
+    }
+    overrides = dict(config["foundation"] or {})
+    shared = set(config.parameters["Dataset"]) | set(config.parameters["Evaluation"]) | {"seed", "dataset", "data_path"}
+    if shared & set(overrides):
+        raise ConfigError(
+            f"foundation: {sorted(shared & set(overrides))} would give the foundation another data split than the "
+            "model it serves; set these keys for the whole run instead."
+        )
+    inherited.update(overrides)
+    return Config(FOUNDATION_MODEL, config["dataset"], config_dict=inherited)
 
 
 def item_tokens(dataset) -> list[str]:
@@ -89,44 +72,50 @@ def item_tokens(dataset) -> list[str]:
 
 
 def dataset_fingerprint(dataset) -> str:
-    """Hash of the train interactions, the item catalogue order and the item texts."""
+    """Hash of a split's interactions (users, items, times), the item catalogue order and the item texts."""
     digest = hashlib.sha256()
     for field in (dataset.uid_field, dataset.iid_field, dataset.time_field):
         if field and field in dataset.inter_feat:
             digest.update(dataset.inter_feat[field].numpy().tobytes())
     digest.update("\x1f".join(item_tokens(dataset)).encode())
-    digest.update("\x1f".join(dataset.item_texts()).encode())
+    if hasattr(dataset, "item_texts"):
+        digest.update("\x1f".join(dataset.item_texts()).encode())
     return digest.hexdigest()[:16]
 
 
-# The code that shapes the embeddings (relative to the package) and the packages whose numerics do.
-FOUNDATION_SOURCES = ("foundation.py", "trainer.py", "data/graph.py", "model/hgnn.py", "model/sampler.py", "model/history_mean.py")
-FOUNDATION_PACKAGES = ("torch", "torch-geometric", "recbole")
-
-
-def foundation_fingerprint(config, dataset) -> str:
+def foundation_key(config, dataset, checkpoint: str = "best") -> dict:
+    """Everything that decides the foundation's numbers; ``checkpoint``: best-validated or last epoch."""
     versions = package_versions()
-    return fingerprint(
-        dataset_fingerprint(dataset),
-        {k: config[k] for k in FOUNDATION_KEYS},
-        source_fingerprint(*FOUNDATION_SOURCES),
-        {name: versions[name] for name in FOUNDATION_PACKAGES},
-    )
+    return {
+        "data": dataset_fingerprint(dataset),
+        "settings": settings_fingerprint(to_plain(config), also_ignore=_DOWNSTREAM_KEYS),
+        "text_encoder": encoder_identity(config["text_encoder"]),
+        "code": code_fingerprint(*FOUNDATION_CODE),
+        "versions": {name: versions[name] for name in FOUNDATION_PACKAGES},
+        "checkpoint": checkpoint,
+    }
 
 
-def artifact_dir(config, dataset) -> str:
-    return os.path.join(config["cache_dir"], "foundation", f"{config['dataset']}-{foundation_fingerprint(config, dataset)}")
+def foundation_fingerprint(config, dataset, checkpoint: str = "best") -> str:
+    return fingerprint(foundation_key(config, dataset, checkpoint))
+
+
+def artifact_dir(config, dataset, checkpoint: str = "best") -> str:
+    """Where the foundation of ``config`` (a foundation config) on split ``dataset`` lives."""
+    name = f"{config['dataset']}-{foundation_fingerprint(config, dataset, checkpoint)}"
+    return os.path.join(config["cache_dir"], "foundation", name)
 
 
 def save_foundation(
-    config, dataset, embeddings: torch.Tensor, encoder: torch.nn.Module, encoder_args: dict, extra: dict | None = None
-) -> str:
+    config, dataset, embeddings: torch.Tensor, encoder: torch.nn.Module, encoder_args: dict,
+    checkpoint: str = "best", extra: dict | None = None,
+) -> str:  # fmt: skip
     """Write the artifact folder atomically (temp folder, then rename) and return its path.
 
     Besides the item embeddings it keeps the encoder's weights and arguments, so items that did
     not exist at training time can be embedded from their text (:func:`embed_new_items`).
     """
-    path = artifact_dir(config, dataset)
+    path = artifact_dir(config, dataset, checkpoint)
     meta = {
         "fingerprint": os.path.basename(path).rsplit("-", 1)[-1],
         "dataset": config["dataset"],
@@ -134,7 +123,8 @@ def save_foundation(
         "item_tokens": item_tokens(dataset),
         "embedding_shape": list(embeddings.shape),
         "encoder_args": encoder_args,
-        "config": {k: to_plain(config[k]) for k in FOUNDATION_KEYS},
+        "key": foundation_key(config, dataset, checkpoint),
+        "config": settings_fingerprint(to_plain(config), also_ignore=_DOWNSTREAM_KEYS),
         "versions": package_versions(),
         **(extra or {}),
     }
@@ -162,11 +152,17 @@ def foundation_meta(path: str) -> dict:
         return json.load(f)
 
 
+def is_complete(path: str) -> bool:
+    return all(os.path.isfile(os.path.join(path, name)) for name in ("meta.json", "embeddings.safetensors", "encoder.safetensors"))
+
+
 def load_foundation(path: str, dataset) -> torch.Tensor:
     """Item embeddings [n_items, d] from an artifact folder, checked against ``dataset``'s catalogue."""
-    meta_file, tensor_file = os.path.join(path, "meta.json"), os.path.join(path, "embeddings.safetensors")
-    if not (os.path.isfile(meta_file) and os.path.isfile(tensor_file)):
-        raise ConfigError(f"Foundation artifact '{path}' is incomplete or missing (expected meta.json and embeddings.safetensors).")
+    if not path or not is_complete(path):
+        raise ConfigError(
+            f"Foundation artifact '{path}' is incomplete or missing (expected meta.json, embeddings.safetensors and "
+            "encoder.safetensors). Runs through run_recbole_gfm.py prepare it; or point foundation_path at an artifact folder."
+        )
     meta = foundation_meta(path)
     tokens = item_tokens(dataset)
     if meta["item_tokens"] != tokens:
@@ -176,64 +172,17 @@ def load_foundation(path: str, dataset) -> torch.Tensor:
             f"this dataset has {len(tokens)}; first difference at internal id {first}). Remove foundation_path "
             "to train a foundation for this dataset, or point it at the artifact made from this dataset."
         )
-    return load_file(tensor_file)["item_embeddings"]
+    return load_file(os.path.join(path, "embeddings.safetensors"))["item_embeddings"]
 
 
+def load_encoder(path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The trained encoder of an artifact, in eval mode, on ``device``."""
+    encoder = build_encoder(foundation_meta(path)["encoder_args"])
+    encoder.load_state_dict(load_file(os.path.join(path, "encoder.safetensors")))
+    return encoder.to(device).eval()
+
+
+@torch.no_grad()
 def embed_new_items(path: str, text_features: torch.Tensor) -> torch.Tensor:
     """Foundation embeddings of items unknown to the graph, from their text alone (the inductive case)."""
-    from recbole_gfm.model.hgnn import HGNNEncoder
-    from recbole_gfm.model.sampler import Block
-
-    encoder = HGNNEncoder(**foundation_meta(path)["encoder_args"])
-    encoder.load_state_dict(load_file(os.path.join(path, "encoder.safetensors")))
-    encoder.eval()
-    nodes = torch.arange(len(text_features))
-    no_edges = Block(nodes, nodes, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long), nodes)
-    with torch.no_grad():
-        return encoder(text_features, [no_edges] * encoder.n_layers)
-
-
-def foundation_config(config) -> Config:
-    """The HGNN config of a downstream model: its data / evaluation settings plus ``foundation`` overrides.
-
-    Training settings of the downstream model (learning_rate, epochs ...) do not leak into the
-    foundation; properties/model/HGNN.yaml and the ``foundation`` dict decide those.
-    """
-    training = set(config.parameters["Training"])
-    own = set(load_yaml(os.path.join(PROPERTIES_DIR, "model", f"{config['model']}.yaml")))
-    inherited = {k: v for k, v in config.external_config_dict.items() if k not in training | own | {"model"}}
-    overrides = dict(config["foundation"] or {})
-    shared = set(config.parameters["Dataset"]) | set(config.parameters["Evaluation"]) | {"seed", "dataset", "data_path"}
-    if shared & set(overrides):
-        raise ConfigError(
-            f"foundation: {sorted(shared & set(overrides))} would give the foundation another data split than the "
-            "model it serves; set these keys for the whole run instead."
-        )
-    inherited.update(overrides)
-    return Config("HGNN", config["dataset"], config_dict=inherited)
-
-
-def ensure_foundation(config, dataset) -> str:
-    """The foundation artifact folder for ``dataset``: ``foundation_path``, the cache, or a new HGNN run.
-
-    A new run is a full RecBole run of HGNN (its own log, early stopping, artifact). Afterwards the
-    caller's logger and seed are restored, so results do not depend on whether the cache was warm.
-    """
-    if config["foundation_path"]:
-        return config["foundation_path"]
-    hgnn_config = foundation_config(config)
-    path = artifact_dir(hgnn_config, dataset)
-    if not os.path.isdir(path):
-        from recbole_gfm.quick_start import run
-
-        getLogger().info(set_color("training the foundation (HGNN)", "green") + f" -> {path}")
-        run("HGNN", config["dataset"], config_dict=hgnn_config.external_config_dict, saved=True)
-        init_logger(config)
-        if not os.path.isdir(path):
-            raise ConfigError(
-                f"The HGNN run did not produce the expected foundation {path}: its train split differs from "
-                f"this model's (check that dataset and split settings agree)."
-            )
-    init_seed(config["seed"], config["reproducibility"])
-    getLogger().info(set_color("foundation", "blue") + f": {path}")
-    return path
+    return embed_without_edges(load_encoder(path, text_features.device), text_features)

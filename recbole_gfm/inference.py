@@ -11,18 +11,19 @@ the inductive foundation encoder, so neither new users nor new items need retrai
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data.text import encode_texts
-from recbole_gfm.foundation import embed_new_items
+from recbole_gfm.foundation import dataset_fingerprint, embed_new_items, is_complete
 from recbole_gfm.model.gfm import GFM
-from recbole_gfm.quick_start import create_dataset
+from recbole_gfm.protocol import data_preparation
+from recbole_gfm.quick_start import create_dataset, prepare_foundation
 
 
 class Recommender:
@@ -30,29 +31,39 @@ class Recommender:
 
     def __init__(self, model: GFM, config: Config, dataset):
         self.model, self.config = model.eval(), config
+        self.device = torch.device(config["device"])
         self.types = dataset.item_type_names()
         self.tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
         self.index = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
-    def load(cls, checkpoint_file: str) -> "Recommender":
-        """Rebuild the run a checkpoint came from (same settings, same split) and load its weights."""
-        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    def load(cls, checkpoint_file: str, device: str | None = None) -> "Recommender":
+        """Rebuild the run a checkpoint came from (same settings, same split) and load its weights.
+
+        The split is rebuilt through the plugin's protocol and checked against the one recorded at
+        training time; the foundation is the artifact training recorded. Nothing is trained: a
+        missing artifact is an error that names it and the command that makes it again.
+        ``device`` (e.g. ``"cpu"``) overrides the device the run's settings choose.
+        """
+        checkpoint, config, train_data, _, _ = rebuild_run(checkpoint_file, device)
         settings = checkpoint["config"]
-        if settings["model"] != "GFM":
-            raise ConfigError(f"{checkpoint_file} holds a {settings['model']} model; Recommender serves GFM runs.")
-        config = Config("GFM", settings["dataset"], config_dict=checkpoint["external_config"])
-        init_seed(config["seed"], config["reproducibility"])
-        train_data, _, _ = data_preparation(config, create_dataset(config))
-        model = GFM(config, train_data._dataset)
+        if settings.get("use_foundation"):
+            path = settings.get("foundation_path")
+            if not path or not is_complete(path):
+                raise ConfigError(
+                    f"{checkpoint_file} reads the foundation artifact '{path}', which is missing or incomplete. "
+                    f"Make it again (nothing else is trained) with: python run_recbole_gfm.py --prepare_foundation={checkpoint_file}"
+                )
+            config["foundation_path"] = path
+        model = GFM(config, train_data.dataset)
         model.load_state_dict(checkpoint["state_dict"])
-        return cls(model, config, train_data._dataset)
+        return cls(model.to(config["device"]), config, train_data.dataset)
 
     def _ids(self, tokens: Sequence[str]) -> torch.Tensor:
         unknown = [t for t in tokens if t not in self.index]
         if unknown:
             raise KeyError(f"unknown item ids {unknown[:5]}: add new items with add_items() first")
-        return torch.tensor([self.index[t] for t in tokens], dtype=torch.long)
+        return torch.tensor([self.index[t] for t in tokens], dtype=torch.long, device=self.device)
 
     def recommend(
         self, history: Sequence[str], k: int = 10, item_type: str | None = None, exclude_history: bool = True
@@ -68,12 +79,15 @@ class Recommender:
                 raise KeyError(f"unknown item type '{item_type}': one of {self.types}")
             scores[self.model.item_type != self.types.index(item_type)] = -torch.inf
         top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
-        return [(self.tokens[i], float(s)) for s, i in zip(top.values, top.indices)]
+        return [(self.tokens[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
 
     def add_items(self, tokens: Sequence[str], texts: Sequence[str], item_types: Sequence[str]) -> None:
         """Add items unseen in training: text -> text encoder -> inductive foundation -> item tower."""
         if not len(tokens) == len(texts) == len(item_types):
             raise ValueError("add_items needs one text and one item type per item")
+        unknown = sorted(set(item_types) - set(self.types))
+        if unknown:
+            raise ValueError(f"add_items: unknown item type(s) {unknown}; this catalogue's types are {self.types}")
         clash = [t for t in tokens if t in self.index]
         if clash:
             raise ValueError(f"items {clash[:5]} are already in the catalogue")
@@ -84,14 +98,52 @@ class Recommender:
             device=self.config["text_device"],
             cache_dir=self.config["cache_dir"],
             show_progress=False,
-        )
+        ).to(self.device)
         parts = []
         if self.model.use_foundation:
             parts.append(embed_new_items(self.model.foundation_path, text))
         if self.model.use_text:
             parts.append(F.normalize(text, dim=-1))
-        type_ids = torch.tensor([self.types.index(t) for t in item_types], dtype=torch.long)
+        type_ids = torch.tensor([self.types.index(t) for t in item_types], dtype=torch.long, device=self.device)
         new_ids = self.model.add_items(torch.cat(parts, dim=1), type_ids)
         for token, i in zip(tokens, new_ids.tolist()):
             self.index[token] = i
             self.tokens.append(token)
+
+
+def rebuild_run(checkpoint_file: str, device: str | None = None):
+    """(checkpoint, config, train_data, valid_data, test_data) of the run that wrote a GFM checkpoint.
+
+    The split is rebuilt through the plugin's protocol and must be the one recorded at training time.
+    """
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    settings = checkpoint["config"]
+    if settings["model"] != "GFM":
+        raise ConfigError(f"{checkpoint_file} holds a {settings['model']} model; Recommender serves GFM runs.")
+    overrides = dict(checkpoint["external_config"])
+    if device is not None:
+        overrides["use_gpu"] = device != "cpu"
+    config = Config("GFM", settings["dataset"], config_dict=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    recorded, rebuilt = settings.get("split_fingerprint"), dataset_fingerprint(train_data.dataset)
+    if recorded != rebuilt:
+        raise ConfigError(
+            f"{checkpoint_file} was trained on another train split of '{settings['dataset']}' (fingerprint "
+            f"{recorded}, rebuilt now: {rebuilt}): the data files or the split settings changed since. "
+            "Serve it with the data it was trained on, or train it again."
+        )
+    return checkpoint, config, train_data, valid_data, test_data
+
+
+def rebuild_foundation(checkpoint_file: str) -> str:
+    """Make the foundation artifact a GFM checkpoint reads again, from the run's own split and settings."""
+    checkpoint, config, train_data, valid_data, _ = rebuild_run(checkpoint_file)
+    path = prepare_foundation(config, train_data, valid_data)
+    recorded = checkpoint["config"].get("foundation_path")
+    if recorded and os.path.normpath(path) != os.path.normpath(recorded):
+        raise ConfigError(
+            f"The foundation made now ({path}) is not the one {checkpoint_file} was trained with ({recorded}): "
+            "its settings, code or package versions changed since. Train the GFM model again."
+        )
+    return path

@@ -1,8 +1,14 @@
-"""The run pipeline: config -> dataset -> split -> model -> RecBole Trainer -> evaluation -> result file.
+"""The run pipeline: config -> dataset -> split -> foundation -> model -> RecBole Trainer -> evaluation -> result.
 
 Mirrors ``recbole.quick_start.run_recbole`` but never imports ``recbole.quick_start`` (it imports
 ray 2.6, which no longer imports on today's stack), finds plugin models and trainers first, and
 writes every result with its resolved config, seed and package versions.
+
+Everything flows one way. The run builds the split once; a model that reads a foundation
+(``uses_foundation``) gets it prepared first, from that same split (:func:`prepare_foundation`:
+the cached artifact, or an HGNN trained here and stored), and its constructor only loads the
+artifact that ``config['foundation_path']`` names. A model that trains on other batches than
+user-item pairs names its loader (``train_loader``, e.g. HGNN's link-prediction batches).
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from recbole_gfm.artifacts import package_versions, write_json
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.evaluation import evaluate_by_type
+from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
+from recbole_gfm.model.hgnn import HGNN
 from recbole_gfm.protocol import data_preparation
+from recbole_gfm.trainer import HGNNTrainer, foundation_checkpoint
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
 PREPARABLE = ("ml-1m", "ml-100k-typed", "ml-1m-typed")
@@ -57,6 +66,56 @@ def get_trainer(config: Config):
     return trainer or recbole_get_trainer(config["MODEL_TYPE"], config["model"])
 
 
+def refuse_multi_process(config: Config) -> None:
+    """Multi-process training is not supported yet: say so instead of failing half-way."""
+    if (config["nproc"] or 1) > 1 or (config["world_size"] or 1) > 1:
+        raise ConfigError(
+            f"nproc={config['nproc']}, world_size={config['world_size']}: multi-process training is not supported "
+            "yet by recbole-gfm (RecBole's own path is CUDA-only and pads evaluation with duplicates). "
+            "Run one process: drop nproc / world_size."
+        )
+
+
+def training_data(config: Config, train_data):
+    """The model's own train loader (``train_loader``: e.g. HGNN's link batches) or RecBole's."""
+    loader = getattr(config.model_class, "train_loader", None)
+    return train_data if loader is None else loader(config, train_data.dataset, shuffle=True)
+
+
+def train_foundation(config: Config, train_dataset, valid_data, show_progress: bool = False) -> str:
+    """Train the foundation (HGNN) of foundation config ``config`` on ``train_dataset``; store it; return its path.
+
+    Early stopping on ``valid_data`` (the run's own validation split); the best encoder is kept in
+    memory, so no checkpoint file is written.
+    """
+    init_seed(config["seed"], config["reproducibility"])
+    model = HGNN(config, train_dataset).to(config["device"])
+    trainer = HGNNTrainer(config, model)
+    trainer.fit(HGNN.train_loader(config, train_dataset, shuffle=True), valid_data, saved=False, show_progress=show_progress)
+    return trainer.foundation_path
+
+
+def prepare_foundation(config: Config, train_data, valid_data) -> str | None:
+    """Make sure the foundation a model reads exists; set ``config['foundation_path']``; return it.
+
+    Nothing to do for models without one (``uses_foundation``) or when ``foundation_path`` is set.
+    Otherwise the artifact of this run's split and its foundation settings
+    (:func:`recbole_gfm.foundation.foundation_config`) is read from the cache, or trained now.
+    """
+    uses = getattr(config.model_class, "uses_foundation", None)
+    if uses is None or not uses(config):
+        return None
+    if not config["foundation_path"]:
+        fconfig = foundation_config(config)
+        path = artifact_dir(fconfig, train_data.dataset, foundation_checkpoint(fconfig, valid_data))
+        if not is_complete(path):
+            getLogger().info(set_color("training the foundation (HGNN)", "green") + f" -> {path}")
+            path = train_foundation(fconfig, train_data.dataset, valid_data, show_progress=config["show_progress"])
+        config["foundation_path"] = path
+    getLogger().info(set_color("foundation", "blue") + f": {config['foundation_path']}")
+    return config["foundation_path"]
+
+
 def run(
     model: str | type | None = None,
     dataset: str | None = None,
@@ -73,6 +132,7 @@ def run(
     (:mod:`recbole_gfm.evaluation`), computed on the best checkpoint already loaded.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
+    refuse_multi_process(config)
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
     # RecBole's init_seed only pins cuDNN; CPU scatter/index_put backward (HGNN) also needs this
@@ -84,10 +144,15 @@ def run(
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    # recorded in checkpoints and results: serving rebuilds the split and checks it is this one
+    config["split_fingerprint"] = dataset_fingerprint(train_data.dataset)
+    foundation_path = prepare_foundation(config, train_data, valid_data)
+    foundation_time = foundation_meta(foundation_path).get("train_time_s", 0.0) if foundation_path else None
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    model_obj = config.model_class(config, train_data.dataset).to(config["device"])
     logger.info(model_obj)
+    train_data = training_data(config, train_data)
     trainer = get_trainer(config)(config, model_obj)
 
     start = time.perf_counter()
@@ -116,7 +181,6 @@ def run(
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
-    foundation_time = getattr(model_obj, "foundation_train_time_s", None)
     record = {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -128,6 +192,8 @@ def run(
         # a model built on a foundation (GFM) counts the foundation's training too, cached or not
         "train_time_s": round(train_time + (foundation_time or 0.0), 3),
         "foundation_train_time_s": foundation_time,
+        # the foundation this model read, or the one this run wrote (HGNN)
+        "foundation_path": foundation_path or getattr(trainer, "foundation_path", None),
         # the epoch whose checkpoint is tested, and the training time it took to get there
         "best_epoch": best.get("epoch"),
         "train_time_to_best_s": round(best["seconds"] + (foundation_time or 0.0), 3) if best else None,

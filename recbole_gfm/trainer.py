@@ -4,37 +4,49 @@ from __future__ import annotations
 
 import time
 
-import torch
 from recbole.trainer import Trainer
 
 from recbole_gfm.foundation import save_foundation
 
 
-class HGNNTrainer(Trainer):
-    """RecBole's Trainer, fed link-prediction edge batches instead of user-item pairs.
+def foundation_checkpoint(config, valid_data) -> str:
+    """Which epoch a foundation artifact keeps: the best-validated one, or the last when RecBole's
+    Trainer will not validate (no validation data, ``eval_step`` <= 0 or more than ``epochs``)."""
+    return "best" if valid_data is not None and 0 < config["eval_step"] <= config["epochs"] else "last"
 
-    Early stopping and checkpoints stay RecBole's (validated on the recommendation task: a user
-    is the mean of their history); after training the best encoder's item embeddings are written
-    as the foundation artifact.
+
+class HGNNTrainer(Trainer):
+    """RecBole's Trainer on link-prediction batches (the run gives HGNN its ``LinkLoader``).
+
+    Early stopping stays RecBole's (validated on the recommendation task: a user is the mean of
+    their history). The best encoder is also kept in memory, so the foundation artifact written
+    after training is the best-validated one whether or not a checkpoint file is saved.
     """
 
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        return super()._train_epoch(self.model.edge_loader, epoch_idx, loss_func, show_progress)
+    foundation_path: str | None = None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        best: dict = {}
+
+        def keep_best(epoch: int, score: float) -> None:
+            if self.cur_step == 0:  # RecBole's early_stopping resets cur_step to 0 on a new best
+                best["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if callback_fn is not None:
+                callback_fn(epoch, score)
+
         start = time.perf_counter()
-        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, keep_best)
         train_time = time.perf_counter() - start
-        if saved:
-            checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(checkpoint["state_dict"])
+        if best:
+            self.model.load_state_dict(best["state"])
         self.model.eval()
         self.foundation_path = save_foundation(
             self.config,
-            train_data._dataset,
+            train_data.dataset,
             self.model.item_embeddings(),
             self.model.encoder,
             self.model.encoder_args,
+            checkpoint=foundation_checkpoint(self.config, valid_data),
             extra={
                 "best_valid_score": float(result[0]),
                 "best_valid_result": dict(result[1] or {}),

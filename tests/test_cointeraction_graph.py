@@ -12,7 +12,7 @@ from recbole.data import create_dataset
 
 from recbole_gfm.config import Config
 from recbole_gfm.data.graph import CoInteractionGraph, build_cointeraction_graph, cointeraction_graph
-from tests.conftest import quick_overrides
+from conftest import quick_overrides
 
 # users 0..2; items 1..3 (item 0 is padding); types: 1, 2 -> "a", 3 -> "b"
 USERS = np.array([0, 0, 0, 1, 1, 2, 2])

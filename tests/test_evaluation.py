@@ -115,24 +115,26 @@ def test_warm_and_cold_users_are_split_by_train_interactions_of_the_type(tiny):
 
 
 @pytest.fixture(scope="module")
-def typed_slice(ml100k_slice) -> str:
-    """The ml-100k slice with an ``item_type`` token: the first genre of each movie."""
-    import os
+def genre_slice(ml100k_slice, tmp_path_factory) -> str:
+    """A copy of the ml-100k slice whose items have an ``item_type`` token: the first genre of each movie."""
+    import shutil
 
-    folder = os.path.join(ml100k_slice, "ml-100k-slice")
-    item = pd.read_csv(os.path.join(folder, "ml-100k-slice.item"), sep="\t")
+    root = tmp_path_factory.mktemp("genre")
+    folder = root / "ml-100k-slice"
+    shutil.copytree(f"{ml100k_slice}/ml-100k-slice", folder)  # the session's slice stays as it is
+    item = pd.read_csv(folder / "ml-100k-slice.item", sep="\t")
     item["item_type:token"] = item["class:token_seq"].str.split(" ").str[0]
-    item.to_csv(os.path.join(folder, "ml-100k-slice.item"), sep="\t", index=False)
-    return ml100k_slice
+    item.to_csv(folder / "ml-100k-slice.item", sep="\t", index=False)
+    return str(root)
 
 
 TYPED_LOAD = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "item_type"]}
 
 
 @pytest.mark.parametrize("model, protocol", [("LightGCN", "rs811"), ("SASRec", "temporal")])
-def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, protocol, typed_slice, workdir):
+def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, protocol, genre_slice, workdir):
     small = {"n_layers": 1, "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10} if model == "SASRec" else {}
-    settings = quick_overrides(typed_slice, load_col=TYPED_LOAD, **small)
+    settings = quick_overrides(genre_slice, load_col=TYPED_LOAD, **small)
     files = [protocol_file(protocol)]
     record = run(model, "ml-100k-slice", files, config_dict=settings)
     result = record["test_result"]

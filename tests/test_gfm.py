@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from conftest import typed_overrides
 from recbole_gfm import foundation
-from recbole_gfm.config import Config
+from recbole_gfm.config import Config, ConfigError
+from recbole_gfm.data.graph import build_cointeraction_graph, interactions_before
 from recbole_gfm.model.gfm import GFM
-from recbole_gfm.quick_start import create_dataset, run
+from recbole_gfm.protocol import data_preparation
+from recbole_gfm.quick_start import create_dataset, prepare_foundation
 
 
 def build(typed: dict, **settings):
     config = Config("GFM", typed["dataset"], config_dict=typed_overrides(typed, **settings))
     init_seed(config["seed"], config["reproducibility"])
-    train_data, _, test_data = data_preparation(config, create_dataset(config))
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    prepare_foundation(config, train_data, valid_data)
     init_seed(config["seed"], config["reproducibility"])
-    return config, train_data, test_data, GFM(config, train_data._dataset)
+    return config, train_data, test_data, GFM(config, train_data.dataset)
 
 
 def test_the_target_item_never_reaches_its_own_user_history(typed_slice, workdir, monkeypatch):
@@ -114,7 +116,8 @@ def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monk
     def no_foundation(*args, **kwargs):
         raise AssertionError("w/o GNN must not touch the foundation")
 
-    monkeypatch.setattr("recbole_gfm.model.gfm.ensure_foundation", no_foundation)
+    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", no_foundation)
+    monkeypatch.setattr("recbole_gfm.model.gfm.load_foundation", no_foundation)
     _, _, _, no_gnn = build(typed_slice, use_foundation=False)
     assert no_gnn.content.shape[1] == 384 and no_gnn.foundation_path is None
     assert torch.allclose(no_gnn.content, both.content[:, 128:])
@@ -123,7 +126,7 @@ def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monk
 
 
 def test_per_type_variant_scores_each_item_with_its_types_towers(typed_slice, workdir, monkeypatch):
-    monkeypatch.setattr("recbole_gfm.model.gfm.ensure_foundation", lambda *a: pytest.fail("not needed"))
+    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", lambda *a, **k: pytest.fail("not needed"))
     _, _, test_data, model = build(typed_slice, unified=False, use_foundation=False)
     assert len(model.towers) == model.n_types
     model.eval()
@@ -142,13 +145,13 @@ def test_per_type_variant_scores_each_item_with_its_types_towers(typed_slice, wo
 def test_frozen_foundation_sees_only_the_earlier_part_of_the_train_timeline(typed_slice, workdir):
     config, train_data, _, _ = build(typed_slice)
     train = train_data._dataset
-    early = foundation.interactions_before(train, 0.5)
+    early = interactions_before(train, 0.5)
     times = train.inter_feat["timestamp"]
     assert len(early) < len(train) and early.inter_feat["timestamp"].max() <= times.median() + 1e-9
     hgnn = foundation.foundation_config(Config("GFM", typed_slice["dataset"], config_dict=typed_overrides(
         typed_slice, foundation={"foundation_time_cutoff": 0.5})))
-    full = foundation.FoundationInputs.build(foundation.foundation_config(config), train).graph
-    frozen = foundation.FoundationInputs.build(hgnn, train).graph
+    full = build_cointeraction_graph(foundation.foundation_config(config), train)
+    frozen = build_cointeraction_graph(hgnn, train)
     assert frozen.edge_index.shape[1] < full.edge_index.shape[1]
 
 
@@ -166,47 +169,10 @@ def test_foundation_artifact_round_trip_and_catalogue_mismatch(typed_slice, work
         foundation.load_foundation(str(tmp_path), dataset)
 
 
-def test_serving_new_users_and_new_items(typed_slice, workdir):
-    from recbole_gfm.inference import Recommender
-
-    record = run("GFM", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
-    rec = Recommender.load(record["saved_model_file"])
-    history = rec.tokens[1:6]
-    top = rec.recommend(history, k=5)
-    assert len(top) == 5 and not set(history) & {t for t, _ in top}
-    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
-    kids = rec.recommend(history, k=3, item_type="kids")
-    assert all(rec.model.item_type[rec.index[t]] == rec.types.index("kids") for t, _ in kids)
-    # the history matters: a different user gets a different list
-    assert rec.recommend(rec.tokens[-5:], k=5) != top
-
-    rec.add_items(["new-cartoon"], ["Space Dogs (2026). Genres: Animation Children's"], ["kids"])
-    assert rec.tokens[-1] == "new-cartoon"
-    scores = rec.model.score_history(rec._ids(history))
-    assert torch.isfinite(scores[rec.index["new-cartoon"]])
-    # the new item is embedded from its text alone: its foundation part comes from the inductive encoder
-    vec = rec.model.content[rec.index["new-cartoon"], :128]
-    assert torch.isclose(vec.norm(), torch.tensor(1.0), atol=1e-5)
-    # and it can be recommended to a user whose history is cartoons
-    cartoons = [t for t in rec.tokens[1:-1] if rec.model.item_type[rec.index[t]] == rec.types.index("kids")][:5]
-    ranked = [t for t, _ in rec.recommend(cartoons, k=len(rec.tokens), item_type="kids")]
-    assert "new-cartoon" in ranked
+def test_gfm_never_trains_a_foundation_itself(typed_slice, workdir):
+    config = Config("GFM", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    with pytest.raises(ConfigError, match="foundation_path"):
+        GFM(config, train_data.dataset)
 
 
-def test_the_foundation_fingerprint_follows_the_code_that_trains_it(typed_slice, workdir, tmp_path, monkeypatch):
-    from recbole_gfm import artifacts
-
-    config, train_data, _, _ = build(typed_slice)
-    dataset = train_data._dataset
-    before = foundation.foundation_fingerprint(config, dataset)
-    assert foundation.foundation_fingerprint(config, dataset) == before  # stable for the same code
-    # the same package with one line changed in the HGNN's sampler
-    copy = tmp_path / "package"
-    for source in foundation.FOUNDATION_SOURCES:
-        (copy / source).parent.mkdir(parents=True, exist_ok=True)
-        (copy / source).write_bytes(open(f"{artifacts.PACKAGE_DIR}/{source}", "rb").read())
-    monkeypatch.setattr(artifacts, "PACKAGE_DIR", str(copy))
-    assert foundation.foundation_fingerprint(config, dataset) == before  # the same bytes, the same fingerprint
-    with open(copy / "model" / "sampler.py", "a") as f:
-        f.write("\n# changed\n")
-    assert foundation.foundation_fingerprint(config, dataset) != before

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn import SAGEConv
 
-from recbole_gfm.model.hgnn import RelationalMaxPoolConv
-from recbole_gfm.model.sampler import sample_blocks
-from test_sampler import csrs_of, random_graph
+from recbole_gfm.data.link_loader import sample_blocks
+from recbole_gfm.encoders import RelationalMaxPoolConv
+from test_link_loader import csrs_of, random_graph
 
 
 def test_fused_layer_matches_pyg_sageconv_per_relation_in_values_and_gradients():

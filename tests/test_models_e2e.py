@@ -58,11 +58,9 @@ def test_gfm_trains_its_foundation_once_then_reuses_it(typed_slice, workdir, mon
     assert finite_metrics(first["test_result"]) and first["test_result"]["hit@10"] > 0
     assert len(artifacts(typed_slice["cache_dir"]) - before) == 1, "one new foundation for the new settings"
 
-    import recbole_gfm.quick_start as quick_start
-
     def no_second_foundation_run(*args, **kwargs):
         raise AssertionError("the cached foundation should have been reused")
 
-    monkeypatch.setattr(quick_start, "run", no_second_foundation_run)
+    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", no_second_foundation_run)
     second = run("GFM", typed_slice["dataset"], config_dict=settings)
     assert second["test_result"] == first["test_result"], "same seed, same numbers, cache warm or cold"

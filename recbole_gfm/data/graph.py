@@ -330,15 +330,42 @@ def cointeraction_graph(
     )
 
 
+GRAPH_KEYS = ("graph_time_window", "graph_min_cocount", "graph_topk", "graph_mutual_topk", "foundation_time_cutoff")
+
+
+def interactions_before(dataset, cutoff: float):
+    """A copy of ``dataset`` keeping the interactions in the first ``cutoff`` fraction of its timeline.
+
+    The papers' "w/o retraining" setting: a foundation trained at an earlier date.
+    """
+    if not 0 < cutoff <= 1:
+        raise ValueError(f"foundation_time_cutoff must be in (0, 1], got {cutoff}")
+    time = dataset.inter_feat[dataset.time_field]
+    limit = torch.quantile(time.double(), cutoff)
+    return dataset.copy(dataset.inter_feat[time.double() <= limit])
+
+
 def build_cointeraction_graph(config, train_dataset) -> CoInteractionGraph:
-    """The co-interaction graph of a RecBole train split (``train_data._dataset``).
+    """The co-interaction graph of a RecBole train split (``train_data.dataset``), built once per split.
 
     Item types come from ``train_dataset.item_type_ids()`` / ``item_type_names()`` (MultiTypeDataset);
     a plain RecBole dataset gives one type, ``item``. Options: ``graph_time_window``,
-    ``graph_min_cocount``, ``graph_topk``, ``graph_mutual_topk``.
+    ``graph_min_cocount``, ``graph_topk``, ``graph_mutual_topk``, and ``foundation_time_cutoff``
+    (only the first fraction of the train timeline). The graph is kept on the dataset object, keyed
+    by these settings, so the link loader and the model that read it share one copy.
     """
+    key = tuple(str(config[k]) for k in GRAPH_KEYS)
+    built = train_dataset.__dict__.setdefault("_cointeraction_graphs", {})
+    if key not in built:
+        built[key] = _build(config, train_dataset)
+    return built[key]
+
+
+def _build(config, train_dataset) -> CoInteractionGraph:
     logger = getLogger()
-    inter = train_dataset.inter_feat
+    cutoff = config["foundation_time_cutoff"]
+    source = interactions_before(train_dataset, cutoff) if cutoff else train_dataset
+    inter = source.inter_feat
     if hasattr(train_dataset, "item_type_ids"):
         item_type = train_dataset.item_type_ids().numpy()
         type_names = list(train_dataset.item_type_names())

@@ -27,7 +27,7 @@ from torch import nn
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation import ensure_foundation, foundation_meta, load_foundation
+from recbole_gfm.foundation import load_foundation
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -54,6 +54,11 @@ class GFM(GeneralRecommender):
     input_type = InputType.POINTWISE
     dataset_class = MultiTypeDataset
 
+    @staticmethod
+    def uses_foundation(config) -> bool:
+        """Whether the run must prepare a foundation artifact before building this model."""
+        return bool(config["use_foundation"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.use_foundation, self.use_text = config["use_foundation"], config["use_text"]
@@ -67,11 +72,15 @@ class GFM(GeneralRecommender):
             raise ConfigError(f"empty_history_prob must be in [0, 1], got {self.empty_history_prob!r}.")
 
         content = []  # fixed per-item content vectors: the foundation's and the text encoder's
-        self.foundation_path = ensure_foundation(config, dataset) if self.use_foundation else None
-        self.foundation_train_time_s = 0.0
+        self.foundation_path = config["foundation_path"] if self.use_foundation else None
         if self.use_foundation:
+            if not self.foundation_path:
+                raise ConfigError(
+                    "GFM reads its foundation from foundation_path, which is not set: run it through "
+                    "run_recbole_gfm.py / recbole_gfm.quick_start.run (they prepare the foundation first), or "
+                    "call recbole_gfm.quick_start.prepare_foundation(config, train_data, valid_data) before building it."
+                )
             content.append(load_foundation(self.foundation_path, dataset).float())
-            self.foundation_train_time_s = foundation_meta(self.foundation_path).get("train_time_s", 0.0)
         if self.use_text:
             content.append(F.normalize(item_text_embeddings(config, dataset), dim=-1))
         content = torch.cat(content, dim=1)

@@ -1,11 +1,18 @@
-"""Neighbour sampling and balanced edge sampling on a small random multi-relation graph."""
+"""Neighbour sampling, target-edge exclusion and the link loader (balanced edge batches, RecBole interface)."""
 
 from __future__ import annotations
 
 import torch
 
-from recbole_gfm.data.graph import CoInteractionGraph
-from recbole_gfm.model.sampler import EdgeBatchLoader, sample_blocks, sample_neighbours
+import pytest
+from recbole.utils import init_seed
+
+from conftest import typed_overrides
+from recbole_gfm.config import Config
+from recbole_gfm.data.graph import CoInteractionGraph, build_cointeraction_graph
+from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, edge_keys, sample_blocks, sample_neighbours
+from recbole_gfm.protocol import data_preparation
+from recbole_gfm.quick_start import create_dataset
 
 
 def csrs_of(edge_index, edge_type, num_nodes, num_relations):
@@ -91,24 +98,87 @@ def test_blocks_chain_layers_and_cover_the_seeds():
     assert torch.equal(torch.bincount(full.edge_type, minlength=R), torch.bincount(edge_type, minlength=R))
 
 
-def test_balanced_sampler_draws_the_rarest_relations_size_from_each_relation_every_epoch():
+def test_excluded_edges_are_never_drawn_and_the_fanout_is_filled_from_the_others():
     edge_index, edge_type, n, R = random_graph()
-    sizes = torch.bincount(edge_type).tolist()
-    loader = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=True, seed=1, num_negatives=3)
+    csrs = csrs_of(edge_index, edge_type, n, R)
+    truth = neighbour_sets(edge_index, edge_type, 0)
+    centre = max(truth, key=lambda c: len(truth[c]))
+    hidden = sorted(truth[centre])[:2]
+    exclude = torch.sort(edge_keys(torch.tensor([centre] * 2), torch.tensor(hidden), n)).values
+    fanout = len(truth[centre]) - 2
+    for _ in range(50):
+        neighbour, _ = sample_neighbours(csrs[0], torch.tensor([centre]), fanout, exclude=exclude)
+        assert not set(neighbour.tolist()) & set(hidden)
+        assert set(neighbour.tolist()) == truth[centre] - set(hidden)  # the fan-out is filled from the rest
+    # the reverse direction is another key: excluding (c, h) leaves (h, c) drawable
+    neighbour, _ = sample_neighbours(csrs[0], torch.tensor([hidden[0]]), None, exclude=exclude)
+    assert centre in neighbour.tolist()
+
+
+@pytest.fixture(scope="module")
+def typed_train(typed_slice):
+    config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, train_batch_size=64, num_negatives=3))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    return config, train_data.dataset
+
+
+def block_edges(batch: LinkBatch) -> set[tuple[int, int]]:
+    """(centre, neighbour) pairs over every block of a batch."""
+    pairs = set()
+    for block in batch.blocks:
+        pairs |= set(zip(block.dst[block.edge_index[1]].tolist(), block.src[block.edge_index[0]].tolist()))
+    return pairs
+
+
+def test_the_link_loader_hides_every_batchs_target_edges_from_its_blocks(typed_train):
+    config, dataset = typed_train
+    leaks = {}
+    for exclude in (True, False):
+        config["exclude_target_edges"] = exclude
+        loader = LinkLoader(config, dataset, shuffle=True)
+        leaked = total = 0
+        for batch in loader:
+            seen = block_edges(batch)
+            for a, p in zip(batch.anchor.tolist(), batch.positive.tolist()):
+                leaked += (a, p) in seen or (p, a) in seen
+                total += 1
+        leaks[exclude] = leaked / total
+    assert leaks[True] == 0
+    assert leaks[False] > 0.3, leaks  # the shortcut is common when it is not excluded
+
+
+def test_balanced_loader_draws_the_rarest_relations_size_from_each_relation_every_epoch(typed_train):
+    config, dataset = typed_train
+    config["exclude_target_edges"] = True
+    graph = build_cointeraction_graph(config, dataset)
+    sizes = torch.bincount(graph.edge_type, minlength=graph.num_relations)
+    present = sizes > 0
+    loader = LinkLoader(config, dataset, shuffle=True)
+    assert loader.dataset is dataset and loader.shuffle and len(loader) == -(-loader.sample_size // 64)
+    edges = set(zip(*graph.edge_index.tolist(), graph.edge_type.tolist()))
     epochs = []
     for _ in range(2):
         batches = list(loader)
-        relation = torch.cat([b["relation"] for b in batches])
-        assert torch.bincount(relation, minlength=R).tolist() == [min(sizes)] * R
+        relation = torch.cat([b.relation for b in batches])
+        assert torch.bincount(relation, minlength=graph.num_relations)[present].tolist() == [int(sizes[present].min())] * int(present.sum())
         assert len(batches) == len(loader)
-        anchors, positives = torch.cat([b["anchor"] for b in batches]), torch.cat([b["positive"] for b in batches])
+        anchors, positives = torch.cat([b.anchor for b in batches]), torch.cat([b.positive for b in batches])
         pairs = set(zip(positives.tolist(), anchors.tolist(), relation.tolist()))
-        assert pairs <= set(zip(*edge_index.tolist(), edge_type.tolist())), "positives must be graph edges"
-        negatives = torch.cat([b["negative"] for b in batches])
-        assert negatives.shape == (len(anchors), 3) and negatives.min() >= 1 and negatives.max() < n
+        assert pairs <= edges, "positives must be graph edges"
+        negatives = torch.cat([b.negative for b in batches])
+        assert negatives.shape == (len(anchors), 3) and negatives.min() >= 1 and negatives.max() < graph.num_items
+        for b in batches:
+            assert torch.equal(b.nodes, torch.unique(torch.cat([b.anchor, b.positive, b.negative.flatten()])))
+            assert torch.equal(b.blocks[-1].dst, b.nodes)
         epochs.append(sorted(pairs))
     assert epochs[0] != epochs[1], "the balanced sample is redrawn every epoch"
+    # the same seed gives the same batches
+    again = LinkLoader(config, dataset, shuffle=True)
+    first, repeat = next(iter(LinkLoader(config, dataset, shuffle=True))), next(iter(again))
+    assert torch.equal(first.negative, repeat.negative) and torch.equal(first.blocks[0].edge_index, repeat.blocks[0].edge_index)
 
-    plain = EdgeBatchLoader(edge_index, edge_type, n, batch_size=16, balanced=False, seed=1)
-    assert sum(len(b["anchor"]) for b in plain) == edge_index.shape[1]
-
+    config["balanced_sampling"] = False
+    plain = LinkLoader(config, dataset, shuffle=True)
+    assert sum(len(b) for b in plain) == graph.edge_index.shape[1]
+    config["balanced_sampling"] = True

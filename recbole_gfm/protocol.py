@@ -152,7 +152,8 @@ class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
     module doc). Rows are in user id order, as in RecBole's general full-sort loader.
 
     Attributes:
-        train_users: internal ids of the users with an interaction in the train split.
+        train_interactions: (user ids, item ids) of the train split's interactions, every one: the
+            sequential train split lacks users' first interactions (never targets).
         fallback_users: the period's users scored by popularity.
         popularity: :func:`popularity_scores` of the train split's item counts.
     """
@@ -168,7 +169,7 @@ class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
             u: torch.tensor(sorted(seen.get(u, set()) - set(p.tolist())), dtype=torch.long) for u, p in self.positives.items()
         }
         train = interactions[times < np.float32(train_end)]
-        self.train_users = np.unique(train[uid].to_numpy())
+        self.train_interactions = (train[uid].to_numpy(), train[iid].to_numpy())
         self.popularity = popularity_scores(np.bincount(train[iid].to_numpy(), minlength=dataset.item_num))
         self.fallback_users = {u for u in self.positives if u not in seen}
 

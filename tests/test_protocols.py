@@ -164,7 +164,8 @@ def test_sequential_models_score_every_user_of_the_period_new_ones_by_train_popu
     assert tokens(rows["user_id"]) == tokens(general.uid_list)
     new = {str(N_USERS + n) for n in range(1, N_NEW + 1)}
     assert set(tokens(sorted(sequential.fallback_users))) == new
-    assert set(tokens(sequential.train_users)) == set(tokens(np.unique(train._dataset.inter_feat["user_id"].numpy())))
+    pairs = set(zip(*(a.tolist() for a in sequential.train_interactions)))
+    assert pairs == set(zip(train._dataset.inter_feat["user_id"].tolist(), train._dataset.inter_feat["item_id"].tolist()))
     for user in sequential.fallback_users:  # a padding-only sequence of length 1
         row = (rows["user_id"] == user).nonzero().item()
         assert rows["item_length"][row] == 1 and not rows["item_id_list"][row].any()

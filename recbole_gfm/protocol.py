@@ -137,6 +137,7 @@ def _full_sort_batch_eval(self, batched_data):
 
 
 def _install_fallback_scoring() -> None:
+    """Wrap ``Trainer._full_sort_batch_eval`` with :func:`_full_sort_batch_eval`, once."""
     global _recbole_full_sort_batch_eval
     if _recbole_full_sort_batch_eval is None:
         _recbole_full_sort_batch_eval = Trainer._full_sort_batch_eval

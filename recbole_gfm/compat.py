@@ -5,12 +5,30 @@ future RecBole release that mends the problem is left alone) and records its nam
 :data:`APPLIED`, which the tests read. pandas 3 is not patched but excluded by the requirement
 ``pandas<3``: under copy-on-write RecBole's chained ``fillna(inplace=True)`` silently does
 nothing, and the places it happens are in the middle of long loader methods.
+
+Besides the stack fixes, one model fix: RecBole's ``Pop`` counts an item at most once per training
+batch (and counts sampled negatives), so its scores depend on batch size and seed; see
+:func:`_pop_init`. RecBole's other non-gradient models were audited for the same kind of fault
+(state built per batch, negatives counted, dependence on batch size); none has it:
+
+- ItemKNN, AsymKNN, EASE, ADMMSLIM, SLIMElastic (``ModelType.TRADITIONAL``) and NCEPLRec (typed
+  GENERAL, so RecBole runs all ``epochs`` of its constant loss: a constant validation score never
+  stops early, as RecBole's ``early_stopping`` counts ``value >= best`` as progress; slow, not wrong) build
+  everything from ``dataset.inter_matrix()`` of the train split in ``__init__``; their
+  ``calculate_loss`` returns a constant and reads no batch.
+- Random draws fresh scores on every call: one vector per *evaluation* batch, so its metrics
+  depend on ``eval_batch_size`` and the order of calls; that is noise by design and left alone.
+- Left alone too: ``inter_matrix()`` sums repeated (user, item) rows, so with duplicate
+  interactions kept (``rm_dup_inter: ~``, RecBole's default) those models weight a pair by its
+  count, although RecBole's docstring says the entry is 1. Deterministic and batch-independent;
+  drop duplicates in the data if binary input is wanted.
 """
 
 from __future__ import annotations
 
 import numbers
 import warnings
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -147,9 +165,56 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
+def _pop_miscounts() -> bool:
+    """True when ``Pop.calculate_loss`` counts a batch wrongly: two rows of one item, one negative.
+
+    RecBole 1.2.1's ``item_cnt[item] = item_cnt[item] + 1`` counts the repeated item once and the
+    negative (label 0) too. A version that counts correctly, or elsewhere (no-op), is left alone.
+    """
+    from recbole.model.general_recommender import Pop
+
+    probe = SimpleNamespace(ITEM_ID="item", LABEL="label", device="cpu", item_cnt=torch.zeros(3, 1, dtype=torch.long))
+    Pop.calculate_loss(probe, {"item": torch.tensor([1, 1, 2]), "label": torch.tensor([1.0, 1.0, 0.0])})
+    return probe.item_cnt.view(-1).tolist() not in ([0, 2, 0], [0, 0, 0])
+
+
+def train_item_counts(dataset) -> torch.Tensor:
+    """(n_items,) number of positive interactions of each item in ``dataset`` (a train split).
+
+    Every row counts once; rows labelled 0 (RecBole's ``threshold`` keeps them with label 0) do not.
+    """
+    items = dataset.inter_feat[dataset.iid_field]
+    label = dataset.config["LABEL_FIELD"]
+    if label in dataset.inter_feat:
+        items = items[dataset.inter_feat[label] > 0]
+    return torch.bincount(items.long(), minlength=dataset.item_num)
+
+
+def _pop_init(self, config, dataset) -> None:
+    """Pop.__init__, then the counts of every positive train interaction (``dataset`` is the train split).
+
+    RecBole trains Pop (``ModelType.TRADITIONAL``) with one pass of the TraditionalTrainer over
+    the train loader, counting in ``calculate_loss``: counting the split once here gives the same
+    numbers every batch size, seed and sampler would give if counting were right, and makes the
+    model usable before any training. ``predict`` / ``full_sort_predict`` are RecBole's:
+    ``item_cnt / max_cnt``.
+    """
+    _recbole_pop_init(self, config, dataset)
+    self.item_cnt = train_item_counts(dataset).view(-1, 1).to(self.device)
+    self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
+
+
+def _pop_calculate_loss(self, interaction) -> torch.Tensor:
+    """Nothing left to learn (counted in the constructor): RecBole's constant loss, no count."""
+    return torch.nn.Parameter(torch.zeros(1)).to(self.device)
+
+
+_recbole_pop_init = None
+
+
 def apply() -> None:
     """Apply every fix that this environment still needs (idempotent)."""
-    global _done
+    global _done, _recbole_pop_init
     if _done:
         return
     from recbole.config import Config
@@ -179,4 +244,11 @@ def apply() -> None:
         Trainer._save_checkpoint = _save_checkpoint
         AbstractRecommender.load_other_parameter = _load_other_parameter
         APPLIED.append("torch-weights-only-checkpoint")
+    if _pop_miscounts():
+        from recbole.model.general_recommender import Pop
+
+        _recbole_pop_init = Pop.__init__
+        Pop.__init__ = _pop_init
+        Pop.calculate_loss = _pop_calculate_loss
+        APPLIED.append("pop-counts-train-interactions")
     _done = True

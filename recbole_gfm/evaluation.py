@@ -1,10 +1,24 @@
-"""Per-item-type and warm / cold-user metrics for ANY RecBole model (the papers' protocol).
+"""Per-user, new / returning-user, per-item-type and warm / cold-user metrics for ANY RecBole model.
 
-For each item type ``t`` (the token field ``config['item_type_field']`` of the ``.item`` file) only
-type-``t`` items are ranked, for the evaluation cases that have a type-``t`` positive, with the same
-scores and history masking RecBole's Trainer uses (``trainer._full_sort_batch_eval`` is called, not
-copied). Metric values come from RecBole's own metric classes, so ``hit@10[type=Kids]`` means what
-``hit@10`` means. Users are *cold* for a type when they have no train interaction of that type.
+:func:`evaluate_full` runs the model once over a full-ranking loader, with the same scores and
+history masking RecBole's Trainer uses (``trainer._full_sort_batch_eval`` is called, not copied),
+and feeds RecBole's own metric classes. It gives:
+
+**Per-user vectors.** For every evaluation case (a user; for RecBole's sequential loader, one
+interaction row, recorded under its user's token) the value of every top-k metric of
+``config['metrics']`` (Hit, MRR, NDCG, Recall, Precision, MAP @ every k), from the metric's own
+``metric_info`` rows, whose mean is RecBole's value: ``hit@10 = mean_u hit@10(u)``. Stored as
+float32 arrays beside the users' external tokens, in evaluation order (:mod:`recbole_gfm.per_user`).
+
+**New and returning users.** When some evaluated user has no train interaction (a global temporal
+split), every top-k metric also for each group: ``hit@10[users=new]``, ``hit@10[users=returning]``,
+with case counts ``users=new`` / ``users=returning``. Under user-grouped splits (rs811, loo) every
+evaluated user is returning and no such key is added.
+
+**Per item type** (the papers' protocol). For each item type ``t`` (the token field
+``config['item_type_field']`` of the ``.item`` file) only type-``t`` items are ranked, for the
+evaluation cases that have a type-``t`` positive; ``hit@10[type=Kids]`` means what ``hit@10``
+means. Users are *cold* for a type when they have no train interaction of that type.
 
 Keys: ``hit@10`` (overall, equal to RecBole's ``trainer.evaluate``), ``hit@10[type=Kids]``,
 ``hit@10[type=Kids,warm]``, ``hit@10[type=Kids,cold]``, ``itemcoverage@10`` (RecBole's
@@ -13,11 +27,13 @@ ItemCoverage), ``itemcoverage@10[type=Kids]``.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from logging import getLogger
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector, Evaluator
@@ -26,12 +42,16 @@ from recbole.evaluator.register import metrics_dict
 from recbole.utils import FeatureType, set_color
 from tqdm import tqdm
 
-class TypeEvalResult(NamedTuple):
-    """Metrics by key, and how many evaluation cases (users; for RecBole's sequential loader,
-    interactions) each group had: ``all``, ``type=Kids``, ``type=Kids,cold`` ..."""
+
+class EvalResult(NamedTuple):
+    """Metrics by key; how many evaluation cases (users; for RecBole's sequential loader,
+    interactions) each group had: ``all``, ``users=new``, ``type=Kids``, ``type=Kids,cold`` ...;
+    and the per-user vectors ``{"users": str array, "metrics": {"hit@10": float32 array, ...}}``
+    (None when the loader does not rank the full catalogue)."""
 
     metrics: "OrderedDict[str, float]"
     cases: dict[str, int]
+    per_user: dict | None
 
 
 class ItemTypes(NamedTuple):
@@ -57,10 +77,27 @@ def item_types(dataset, field: str) -> ItemTypes | None:
     return ItemTypes(item_feat[field].long().clone(), list(dataset.field2id_token[field]))
 
 
-def train_type_counts(train_dataset, types: ItemTypes) -> np.ndarray:
-    """(user_num, n_types) number of train interactions of each user with each type."""
-    matrix = train_dataset.inter_matrix(form="csr")  # sequential datasets rebuild it from their lists
+def train_matrix(train_data, eval_data) -> sp.csr_matrix:
+    """(user_num, item_num) train interactions, 1 per (user, item) pair.
+
+    From the loader when it knows them (the temporal protocol's sequential loader:
+    ``train_interactions``, every interaction before the valid period), else from the train split.
+    A sequential split rebuilds them from its target rows and their sequences, and misses a user's
+    first interaction when no train row follows it.
+    """
+    known = getattr(eval_data, "train_interactions", None)
+    if known is None:
+        matrix = train_data._dataset.inter_matrix(form="csr")
+    else:
+        users, items = known
+        shape = (eval_data._dataset.user_num, eval_data._dataset.item_num)
+        matrix = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=shape)
     matrix.data[:] = 1
+    return matrix
+
+
+def train_type_counts(matrix: sp.csr_matrix, types: ItemTypes) -> np.ndarray:
+    """(user_num, n_types) number of train items of each user of each type (``matrix``: :func:`train_matrix`)."""
     one_hot = np.zeros((matrix.shape[1], len(types.names)), dtype=np.int64)
     one_hot[np.arange(matrix.shape[1]), types.of_item.numpy()] = 1
     return np.asarray(matrix @ one_hot)
@@ -88,28 +125,48 @@ def _topk_metrics(config) -> list:
     return chosen
 
 
+def per_row_values(metric, struct: DataStruct) -> np.ndarray:
+    """(cases, max k) values of a RecBole top-k metric per case: the rows its ``calculate_metric`` averages.
+
+    ``calculate_metric`` calls ``metric_info(pos_index)`` or ``metric_info(pos_index, pos_len)``,
+    as the metric needs; so does this.
+    """
+    pos_index, pos_len = metric.used_info(struct)
+    if len(inspect.signature(metric.metric_info).parameters) == 2:
+        return metric.metric_info(pos_index, pos_len)
+    return metric.metric_info(pos_index)
+
+
+def train_users(train_data, eval_data) -> np.ndarray | None:
+    """Internal ids of the users with a train interaction; None when every evaluated user has one.
+
+    RecBole's sequential loader is only used with user-grouped splits, where a user's first
+    interaction, never a target, precedes every held-out one: each evaluated user has train
+    history, though their train *rows* may not show it. Otherwise: the users of :func:`train_matrix`.
+    """
+    if eval_data.is_sequential and getattr(eval_data, "train_interactions", None) is None:
+        return None
+    return np.flatnonzero(np.diff(train_matrix(train_data, eval_data).indptr))
+
+
 @torch.no_grad()
-def evaluate_by_type(trainer, train_data, eval_data, show_progress: bool = False) -> TypeEvalResult:
-    """Overall, per-type and warm/cold metrics of ``trainer.model`` (as it is now) on ``eval_data``.
+def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_progress: bool = False) -> EvalResult:
+    """Overall, per-user, new / returning and (with ``per_type``) per-type metrics of ``trainer.model``.
 
     Args:
         trainer: a RecBole trainer holding the model to evaluate (best checkpoint already loaded).
-        train_data: the train dataloader (its interactions decide warm / cold).
+        train_data: the train dataloader (its interactions decide new / returning, warm / cold).
         eval_data: a full-ranking valid or test dataloader.
+        per_type: also compute the per-item-type, warm / cold and coverage keys.
     """
     config = trainer.config
     logger = getLogger()
     if not isinstance(eval_data, FullSortEvalDataLoader):
-        logger.info("Per-type evaluation skipped: it needs full ranking (eval_args mode 'full').")
-        return TypeEvalResult(OrderedDict(), {})
+        logger.info("Per-user and per-type evaluation skipped: they need full ranking (eval_args mode 'full').")
+        return EvalResult(OrderedDict(), {}, None)
     dataset = eval_data._dataset
-    types = item_types(dataset, config["item_type_field"])
-    if types is None:
-        return TypeEvalResult(OrderedDict(), {})
-    counts = train_type_counts(train_data._dataset, types)
+    types = item_types(dataset, config["item_type_field"]) if per_type else None
     maxk = max(config["topk"])
-    n_types = len(types.names)
-    present = [t for t in range(1, n_types) if bool((types.of_item == t).any())]
 
     # what Trainer.evaluate sets up before calling _full_sort_batch_eval
     trainer.model.eval()
@@ -119,48 +176,85 @@ def evaluate_by_type(trainer, train_data, eval_data, show_progress: bool = False
     collector = Collector(config)
     collector.data_collect(train_data)
     uid_field = dataset.uid_field
-    of_item = types.of_item.to(trainer.device)
-    rows: dict[int, list[torch.Tensor]] = {t: [] for t in present}
-    users: dict[int, list[torch.Tensor]] = {t: [] for t in present}
-    recommended: dict[int, list[torch.Tensor]] = {t: [] for t in present}
-    overall_items: list[torch.Tensor] = []
+    row_users: list[torch.Tensor] = []
+    by_type = _TypeRows(types, train_matrix(train_data, eval_data), trainer.device, maxk) if types is not None else None
 
-    batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Per-type eval", "pink")) if show_progress else eval_data
+    batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Full eval", "pink")) if show_progress else eval_data
     for batched_data in batches:
         interaction, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batched_data)
         collector.eval_batch_collect(scores, interaction, pos_u, pos_i)
-        overall_items.append(torch.topk(scores, maxk, dim=-1)[1].cpu())
-        batch_users = interaction[uid_field].cpu()
+        row_users.append(interaction[uid_field].cpu())
+        if by_type is not None:
+            by_type.collect(scores, row_users[-1], pos_u, pos_i)
+
+    struct = collector.get_data_struct()
+    result = Evaluator(config).evaluate(struct)
+    users = torch.cat(row_users).numpy()
+    cases = {"all": len(users)}
+    metrics = _topk_metrics(config)
+    per_user = {"users": dataset.id2token(uid_field, users).astype(str), "metrics": {}}
+    if "rec.topk" in struct:
+        for metric in metrics:
+            values = per_row_values(metric, struct)
+            name = type(metric).__name__.lower()
+            per_user["metrics"].update({f"{name}@{k}": values[:, k - 1].astype(np.float32) for k in config["topk"]})
+        with_history = train_users(train_data, eval_data)
+        returning = np.isin(users, with_history) if with_history is not None else np.ones(len(users), bool)
+        if not returning.all():
+            old = torch.from_numpy(returning)
+            for label, mask in (("users=new", ~old), ("users=returning", old)):
+                cases[label] = int(mask.sum())
+                result.update(_group_metrics(metrics, struct.get("rec.topk")[mask], label))
+    if by_type is not None:
+        by_type.update(result, cases, metrics, config, dataset)
+    return EvalResult(result, cases, per_user)
+
+
+class _TypeRows:
+    """The per-item-type rows of an evaluation, collected batch by batch (see the module doc)."""
+
+    def __init__(self, types: ItemTypes, train: sp.csr_matrix, device, maxk: int):
+        self.types, self.maxk = types, maxk
+        self.counts = train_type_counts(train, types)
+        self.present = [t for t in range(1, len(types.names)) if bool((types.of_item == t).any())]
+        self.of_item = types.of_item.to(device)
+        self.rows: dict[int, list[torch.Tensor]] = {t: [] for t in self.present}
+        self.users: dict[int, list[torch.Tensor]] = {t: [] for t in self.present}
+        self.recommended: dict[int, list[torch.Tensor]] = {t: [] for t in self.present}
+        self.overall_items: list[torch.Tensor] = []
+
+    def collect(self, scores: torch.Tensor, batch_users: torch.Tensor, pos_u: torch.Tensor, pos_i: torch.Tensor) -> None:
+        of_item = self.of_item
+        self.overall_items.append(torch.topk(scores, self.maxk, dim=-1)[1].cpu())
         item_type = of_item[pos_i]
-        for t in present:
+        for t in self.present:
             selected = item_type == t
             if not bool(selected.any()):
                 continue
             case_rows, local_u = torch.unique(pos_u[selected], return_inverse=True)
             typed = scores[case_rows].masked_fill(of_item != t, -np.inf)  # rank only type-t items
-            topk_rows, topk_idx = _topk_rows(typed, local_u, pos_i[selected], maxk)
-            rows[t].append(topk_rows.cpu())
-            users[t].append(batch_users[case_rows.cpu()])
+            topk_rows, topk_idx = _topk_rows(typed, local_u, pos_i[selected], self.maxk)
+            self.rows[t].append(topk_rows.cpu())
+            self.users[t].append(batch_users[case_rows.cpu()])
             finite = torch.gather(typed, 1, topk_idx).isfinite()  # a type with < k items pads with -inf
-            recommended[t].append(torch.where(finite, topk_idx, torch.zeros_like(topk_idx)).cpu())
+            self.recommended[t].append(torch.where(finite, topk_idx, torch.zeros_like(topk_idx)).cpu())
 
-    result = Evaluator(config).evaluate(collector.get_data_struct())
-    cases = {"all": int(sum(len(r) for r in overall_items))}
-    metrics = _topk_metrics(config)
-    for t in (t for t in present if rows[t]):
-        name = types.names[t]
-        cold = torch.from_numpy(counts[torch.cat(users[t]).numpy(), t] == 0)
-        for group, mask in (("", torch.ones_like(cold)), ("warm", ~cold), ("cold", cold)):
-            label = f"type={name}" + (f",{group}" if group else "")
-            cases[label] = int(mask.sum())
-            result.update(_group_metrics(metrics, torch.cat(rows[t])[mask], label))
-        result.update(_type_coverage(torch.cat(recommended[t]), int((types.of_item == t).sum()), config, name))
-    if "itemcoverage" not in [m.lower() for m in config["metrics"]]:
-        struct = DataStruct()
-        struct.set("rec.items", torch.cat(overall_items))
-        struct.set("data.num_items", dataset.num(dataset.iid_field))
-        result.update(metrics_dict["itemcoverage"](config).calculate_metric(struct))
-    return TypeEvalResult(result, cases)
+    def update(self, result, cases: dict[str, int], metrics: list, config, dataset) -> None:
+        """Add the per-type, warm / cold and coverage keys to ``result`` and their case counts to ``cases``."""
+        types = self.types
+        for t in (t for t in self.present if self.rows[t]):
+            name = types.names[t]
+            cold = torch.from_numpy(self.counts[torch.cat(self.users[t]).numpy(), t] == 0)
+            for group, mask in (("", torch.ones_like(cold)), ("warm", ~cold), ("cold", cold)):
+                label = f"type={name}" + (f",{group}" if group else "")
+                cases[label] = int(mask.sum())
+                result.update(_group_metrics(metrics, torch.cat(self.rows[t])[mask], label))
+            result.update(_type_coverage(torch.cat(self.recommended[t]), int((types.of_item == t).sum()), config, name))
+        if "itemcoverage" not in [m.lower() for m in config["metrics"]]:
+            struct = DataStruct()
+            struct.set("rec.items", torch.cat(self.overall_items))
+            struct.set("data.num_items", dataset.num(dataset.iid_field))
+            result.update(metrics_dict["itemcoverage"](config).calculate_metric(struct))
 
 
 def _group_metrics(metrics: list, topk_rows: torch.Tensor, label: str) -> dict[str, float]:

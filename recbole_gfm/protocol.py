@@ -14,7 +14,22 @@ configured. For ``temporal`` (RS, TO, ``group_by: none``) it does not quite, and
    interactions of the period fed in as history: on a period split that leaks the period and is
    not the general models' case (one per user, all the user's period items as positives, the items
    seen before masked). :class:`PeriodSequentialEvalDataLoader` evaluates sequential models the
-   general way, from the history before the period; users with no history before it are skipped.
+   general way, from the history before the period.
+
+**One test set per board.** A user with no interaction before the period has no sequence to feed
+a sequential model, yet a general model scores them. So that every row of a board is scored on
+the same users, such a user gets a stated fallback: the **train-split item popularity** (train
+interaction counts, ties broken by the lower internal item id; the user has no history to mask),
+and the log says how many users got it. Where it goes: the loader decides who needs it, the
+trainer scores. The loader gives a fallback user a sequence of length 1 holding the padding item
+(every RecBole sequential model accepts it; length 0 breaks their ``gather_indexes``) and returns
+its batches as :class:`FallbackBatch`, RecBole's 4-tuple carrying the flagged rows and the
+popularity scores. RecBole's ``Trainer._full_sort_batch_eval``, through which both
+``Trainer.evaluate`` and :mod:`recbole_gfm.evaluation` score every batch, is wrapped once (when
+such a loader is built) to overwrite the flagged rows' scores after the model's
+``full_sort_predict``: no model, trainer subclass or RecBole loop is copied, and batches of any
+other loader pass through untouched. (A trainer that overrides ``_full_sort_batch_eval`` itself
+would bypass the fallback.)
 
 (RecBole's own ``TS`` split is no global cut either: it splits train / valid per user.)
 """
@@ -30,6 +45,8 @@ import pandas as pd
 import torch
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.data.interaction import Interaction, cat_interactions
+from recbole.trainer import Trainer
 from recbole.utils import ModelType
 
 from recbole_gfm.config import PROPERTIES_DIR, ConfigError
@@ -79,31 +96,105 @@ def _split_on_times(self, cut_times: list[float]):
     return [self.copy(self.inter_feat[np.arange(start, end)]) for start, end in zip(bounds[:-1], bounds[1:])]
 
 
+class FallbackBatch(tuple):
+    """A batch of :class:`PeriodSequentialEvalDataLoader`: RecBole's ``(interaction, history_index,
+    positive_u, positive_i)``, plus ``rows`` (bool, the rows to score by ``scores``) and ``scores``
+    (the popularity score of every item, -inf for the padding item 0)."""
+
+    def __new__(cls, batch: tuple, rows: torch.Tensor, scores: torch.Tensor):
+        self = super().__new__(cls, batch)
+        self.rows, self.scores = rows, scores
+        return self
+
+    def __reduce__(self):  # DataLoader workers pickle batches
+        return FallbackBatch, (tuple(self), self.rows, self.scores)
+
+
+def popularity_scores(counts: np.ndarray) -> torch.Tensor:
+    """Scores whose descending order is by count, ties by the lower item id; item 0 (padding) -inf.
+
+    Distinct integers (``n_items - rank``), so ``torch.topk`` cannot break ties its own way.
+    """
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    scores = np.empty(len(counts), dtype=np.float32)
+    scores[order] = len(counts) - np.arange(len(counts))
+    scores[0] = -np.inf
+    return torch.from_numpy(scores)
+
+
+_recbole_full_sort_batch_eval = None
+
+
+def _full_sort_batch_eval(self, batched_data):
+    """``Trainer._full_sort_batch_eval``, then popularity scores for the rows a :class:`FallbackBatch` flags.
+
+    Fallback users have no item before the period, so there is nothing of theirs to mask again.
+    """
+    interaction, scores, positive_u, positive_i = _recbole_full_sort_batch_eval(self, batched_data)
+    if isinstance(batched_data, FallbackBatch) and bool(batched_data.rows.any()):
+        scores[batched_data.rows.to(scores.device)] = batched_data.scores.to(scores.device, scores.dtype)
+    return interaction, scores, positive_u, positive_i
+
+
+def _install_fallback_scoring() -> None:
+    """Wrap ``Trainer._full_sort_batch_eval`` with :func:`_full_sort_batch_eval`, once."""
+    global _recbole_full_sort_batch_eval
+    if _recbole_full_sort_batch_eval is None:
+        _recbole_full_sort_batch_eval = Trainer._full_sort_batch_eval
+        Trainer._full_sort_batch_eval = _full_sort_batch_eval
+
+
 class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
     """Full ranking for a sequential model once per user of the period, like a general model.
 
     The user's sequence is the one of their first target in the period (everything before the
     period), the positives are all their items in the period, and items seen before the period are
-    masked. Users with nothing before the period are left out (a sequence model needs a history).
+    masked. Users with nothing before the period are scored by train-split popularity (see the
+    module doc). Rows are in user id order, as in RecBole's general full-sort loader.
+
+    Attributes:
+        train_interactions: (user ids, item ids) of the train split's interactions, every one: the
+            sequential train split lacks users' first interactions (never targets).
+        fallback_users: the period's users scored by popularity.
+        popularity: :func:`popularity_scores` of the train split's item counts.
     """
 
-    def __init__(self, config, dataset, interactions: pd.DataFrame, start: float, end: float):
+    def __init__(self, config, dataset, interactions: pd.DataFrame, start: float, end: float, train_end: float):
         uid, iid, time = dataset.uid_field, dataset.iid_field, dataset.time_field
         times = interactions[time].to_numpy(np.float32)
         before = interactions[times < np.float32(start)].groupby(uid)[iid]
         during = interactions[(times >= np.float32(start)) & (times < np.float32(end))].groupby(uid)[iid]
         seen = {u: set(items) for u, items in before}
-        self.positives = {u: torch.tensor(items.to_numpy()) for u, items in during if u in seen}
-        self.history = {u: torch.tensor(sorted(seen[u] - set(p.tolist())), dtype=torch.long) for u, p in self.positives.items()}
+        self.positives = {u: torch.tensor(items.to_numpy()) for u, items in during}
+        self.history = {
+            u: torch.tensor(sorted(seen.get(u, set()) - set(p.tolist())), dtype=torch.long) for u, p in self.positives.items()
+        }
+        train = interactions[times < np.float32(train_end)]
+        self.train_interactions = (train[uid].to_numpy(), train[iid].to_numpy())
+        self.popularity = popularity_scores(np.bincount(train[iid].to_numpy(), minlength=dataset.item_num))
+        self.fallback_users = {u for u in self.positives if u not in seen}
+
         users = dataset.inter_feat[uid].numpy()
         order = np.lexsort((dataset.inter_feat[time].numpy(), users))
         first = order[np.r_[True, users[order][1:] != users[order][:-1]]]
-        keep = first[np.isin(users[first], list(self.positives))]
+        rows = dataset.inter_feat[first[np.isin(users[first], [u for u in self.positives if u in seen])]]
+        rows = cat_interactions([rows, self._padding_rows(dataset, sorted(self.fallback_users))])
+        rows.sort(by=uid)
         getLogger().info(
-            f"Per-user sequential evaluation: {len(keep)} users with history before the period "
-            f"({len(first) - len(keep)} without, left out)."
+            f"Per-user sequential evaluation: {len(rows)} users of the period, of whom "
+            f"{len(self.fallback_users)} without history before it are scored by train-split popularity (fallback)."
         )
-        super().__init__(config, dataset.copy(dataset.inter_feat[keep]), None)
+        _install_fallback_scoring()
+        super().__init__(config, dataset.copy(rows), None)
+
+    @staticmethod
+    def _padding_rows(dataset, users: list[int]) -> Interaction:
+        """One row per user: the padding item as a length-1 sequence, every other field 0."""
+        feat = dataset.inter_feat
+        rows = {field: torch.zeros((len(users), *feat[field].shape[1:]), dtype=feat[field].dtype) for field in feat.columns}
+        rows[dataset.uid_field] = torch.tensor(users, dtype=feat[dataset.uid_field].dtype)
+        rows[dataset.item_list_length_field] = torch.ones(len(users), dtype=feat[dataset.item_list_length_field].dtype)
+        return Interaction(rows)
 
     def collate_fn(self, index):
         interaction = self.transform(self._dataset, self._dataset[np.array(index)])
@@ -112,7 +203,8 @@ class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
         history_u = torch.cat([torch.full_like(self.history[u], i) for i, u in enumerate(users)])
         positive_i = torch.cat([self.positives[u] for u in users])
         history_i = torch.cat([self.history[u] for u in users])
-        return interaction, (history_u, history_i), positive_u, positive_i
+        fallback = torch.tensor([u in self.fallback_users for u in users])
+        return FallbackBatch((interaction, (history_u, history_i), positive_u, positive_i), fallback, self.popularity)
 
 
 def use_time_cuts(config, dataset) -> list[float] | None:
@@ -142,6 +234,6 @@ def data_preparation(config, dataset):
     train, valid, test = recbole_data_preparation(config, dataset)
     if cut_times and config["MODEL_TYPE"] == ModelType.SEQUENTIAL and isinstance(test, FullSortEvalDataLoader):
         bounds = [*cut_times, math.inf]
-        valid = PeriodSequentialEvalDataLoader(config, valid._dataset, interactions, bounds[0], bounds[1])
-        test = PeriodSequentialEvalDataLoader(config, test._dataset, interactions, bounds[-2], bounds[-1])
+        valid = PeriodSequentialEvalDataLoader(config, valid._dataset, interactions, bounds[0], bounds[1], cut_times[0])
+        test = PeriodSequentialEvalDataLoader(config, test._dataset, interactions, bounds[-2], bounds[-1], cut_times[0])
     return train, valid, test

@@ -27,9 +27,10 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_gfm.artifacts import package_versions, write_json
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError
-from recbole_gfm.evaluation import evaluate_by_type
+from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
 from recbole_gfm.model.hgnn import HGNN
+from recbole_gfm.per_user import per_user_record
 from recbole_gfm.protocol import data_preparation
 from recbole_gfm.trainer import HGNNTrainer, foundation_checkpoint
 
@@ -129,7 +130,9 @@ def run(
     Returns the result record (also written to ``<results_dir>/<model>-<dataset>-<time>.json``
     unless ``results_dir`` is empty): valid and test metrics, times, config, seed and versions.
     With ``per_type_eval`` the test metrics also hold per-item-type, warm / cold and coverage keys
-    (:mod:`recbole_gfm.evaluation`), computed on the best checkpoint already loaded.
+    (:mod:`recbole_gfm.evaluation`), computed on the best checkpoint already loaded; when some test
+    users have no train interaction, new / returning-user keys too. ``record["per_user"]`` holds
+    the test split's per-user metric values (:mod:`recbole_gfm.per_user`).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
     refuse_multi_process(config)
@@ -171,13 +174,15 @@ def run(
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_time = time.perf_counter() - start
     test_result = dict(test_result or {})
+    # per-user vectors and new / returning-user keys always, per-type keys with per_type_eval
     per_type_cases: dict[str, int] = {}
-    if config["per_type_eval"] and test_data:
+    per_user = None
+    if test_data:
         start = time.perf_counter()
-        by_type = evaluate_by_type(trainer, train_data, test_data, show_progress=config["show_progress"])
+        full = evaluate_full(trainer, train_data, test_data, config["per_type_eval"], config["show_progress"])
         eval_time += time.perf_counter() - start
-        test_result.update({k: v for k, v in by_type.metrics.items() if k not in test_result})
-        per_type_cases = by_type.cases
+        test_result.update({k: v for k, v in full.metrics.items() if k not in test_result})
+        per_type_cases, per_user = full.cases, per_user_record(full.per_user)
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -189,6 +194,7 @@ def run(
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": test_result,
         "test_cases_by_type": per_type_cases,
+        "per_user": per_user,  # {"users": [token, ...], "metrics": {"hit@10": [value per user], ...}} (test split)
         # a model built on a foundation (GFM) counts the foundation's training too, cached or not
         "train_time_s": round(train_time + (foundation_time or 0.0), 3),
         "foundation_train_time_s": foundation_time,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -16,6 +17,7 @@ def test_every_fix_this_stack_needs_is_applied():
         "scipy-dok-update",
         "sine-anomaly-detection-off",
         "torch-weights-only-checkpoint",
+        "pop-counts-train-interactions",
     ]
 
 
@@ -80,3 +82,57 @@ def test_to_plain_turns_numpy_scalars_and_enums_into_plain_data():
     plain = compat.to_plain({"score": np.float64(0.5), "type": InputType.PAIRWISE, "ks": (1, 2)})
     assert plain == {"score": 0.5, "type": "InputType.PAIRWISE", "ks": [1, 2]}
     assert type(plain["score"]) is float
+
+
+class PairwisePop(__import__("recbole.model.general_recommender", fromlist=["Pop"]).Pop):
+    """Pop fed by RecBole's pairwise loader (item_id + neg_item_id rows)."""
+
+    input_type = __import__("recbole.utils", fromlist=["InputType"]).InputType.PAIRWISE
+
+
+@pytest.mark.parametrize("model", ["Pop", PairwisePop])
+def test_pop_counts_every_train_interaction_once_whatever_the_batch_size(model, ml100k_slice, workdir):
+    """RecBole's Pop counted an item once per batch (and its sampled negatives): its counts
+    depended on train_batch_size and seed. Now they are the train split's item counts."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from conftest import quick_overrides
+    from recbole_gfm.config import Config
+    from recbole_gfm.quick_start import get_trainer
+
+    scores = []
+    for batch_size in (64, 4096):
+        config = Config(model, "ml-100k-slice", config_dict=quick_overrides(ml100k_slice, train_batch_size=batch_size))
+        init_seed(config["seed"], True)  # the same split both times
+        train, _, _ = data_preparation(config, create_dataset(config))
+        pop = config.model_class(config, train._dataset)
+        get_trainer(config)(config, pop).fit(train, None, saved=False)
+        items = train._dataset.inter_feat["item_id"].numpy()
+        expected = np.bincount(items, minlength=train._dataset.item_num)
+        assert len(items) > 6000 and expected.max() > 1  # popular items repeat inside a batch of 64
+        assert pop.item_cnt.view(-1).tolist() == expected.tolist()
+        assert int(pop.max_cnt) == expected.max()
+        scores.append(pop.full_sort_predict({"user_id": torch.tensor([1, 2])}).view(2, -1))
+    assert torch.equal(scores[0], scores[1])
+    assert torch.equal(scores[0][0], torch.from_numpy(expected / expected.max()))
+
+
+def test_pop_leaves_out_rows_a_threshold_labels_negative(ml100k_slice, workdir):
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.general_recommender import Pop
+
+    from conftest import quick_overrides
+    from recbole_gfm.config import Config
+
+    config = Config("Pop", "ml-100k-slice", config_dict=quick_overrides(ml100k_slice, threshold={"rating": 4}))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    feat = train._dataset.inter_feat
+    positive = feat["item_id"].numpy()[feat["label"].numpy() > 0]
+    assert 0 < len(positive) < len(feat)
+    expected = np.bincount(positive, minlength=train._dataset.item_num)
+    assert Pop(config, train._dataset).item_cnt.view(-1).tolist() == expected.tolist()
+
+
+def test_pop_fix_is_only_applied_while_recbole_miscounts():
+    assert not compat._pop_miscounts()  # the patched calculate_loss counts nothing per batch

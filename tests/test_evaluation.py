@@ -1,9 +1,10 @@
-"""Per-type and warm/cold metrics: a hand-computed example, and equality with RecBole's own numbers."""
+"""Per-user, new-user, per-type and warm/cold metrics: hand-computed examples, and equality with RecBole's own numbers."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,7 +13,7 @@ from recbole.utils import InputType, init_seed
 
 from conftest import quick_overrides
 from recbole_gfm.config import Config
-from recbole_gfm.evaluation import evaluate_by_type
+from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.protocol import data_preparation, protocol_file
 from recbole_gfm.quick_start import create_dataset, get_trainer, run
 
@@ -43,12 +44,10 @@ class FixedScores(GeneralRecommender):
         return self.scores.repeat(len(interaction[self.USER_ID]))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("tiny")
+def write_tiny(root, split: dict) -> str:
     folder = root / "tiny"
     folder.mkdir()
-    for part, rows in SPLIT.items():
+    for part, rows in split.items():
         pd.DataFrame(rows, columns=["user_id:token", "item_id:token"]).to_csv(
             folder / f"tiny.{part}.inter", sep="\t", index=False
         )
@@ -58,7 +57,19 @@ def tiny(tmp_path_factory) -> str:
     return str(root)
 
 
-def evaluate_tiny(data_path: str) -> tuple[dict, dict, dict]:
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    return write_tiny(tmp_path_factory.mktemp("tiny"), SPLIT)
+
+
+@pytest.fixture(scope="module")
+def tiny_new_user(tmp_path_factory) -> str:
+    """SPLIT plus u4, seen only in test (a1): a new user."""
+    split = {**SPLIT, "test": SPLIT["test"] + [("u4", "a1")]}
+    return write_tiny(tmp_path_factory.mktemp("tiny_new"), split)
+
+
+def evaluate_tiny(data_path: str, per_user: bool = False):
     config = Config(
         FixedScores,
         "tiny",
@@ -73,8 +84,10 @@ def evaluate_tiny(data_path: str) -> tuple[dict, dict, dict]:
     )
     train, _, test = data_preparation(config, create_dataset(config))
     trainer = get_trainer(config)(config, FixedScores(config, train._dataset))
-    ours = evaluate_by_type(trainer, train, test)
+    ours = evaluate_full(trainer, train, test)
     recbole = trainer.evaluate(test, load_best_model=False)
+    if per_user:
+        return ours
     return ours.metrics, ours.cases, dict(recbole)
 
 
@@ -131,8 +144,8 @@ def genre_slice(ml100k_slice, tmp_path_factory) -> str:
 TYPED_LOAD = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "item_type"]}
 
 
-@pytest.mark.parametrize("model, protocol", [("LightGCN", "rs811"), ("SASRec", "temporal")])
-def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, protocol, genre_slice, workdir):
+def run_and_compare(model, protocol, genre_slice):
+    """Train ``model`` one epoch, and check our numbers against RecBole's for the saved checkpoint."""
     small = {"n_layers": 1, "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10} if model == "SASRec" else {}
     settings = quick_overrides(genre_slice, load_col=TYPED_LOAD, **small)
     files = [protocol_file(protocol)]
@@ -148,12 +161,66 @@ def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, prot
     trainer = get_trainer(config)(config, config.model_class(config, train._dataset))
     trainer.evaluate(test, load_best_model=True, model_file=record["saved_model_file"])  # loads the weights
     recbole = dict(trainer.evaluate(test, load_best_model=False))
-    ours = evaluate_by_type(trainer, train, test).metrics
+    full = evaluate_full(trainer, train, test)
+    ours = full.metrics
     assert {k: ours[k] for k in recbole} == recbole
     assert {k: result[k] for k in recbole} == recbole
     assert {k: v for k, v in ours.items() if "[" in k} == {k: v for k, v in result.items() if "[" in k}
 
+    # per-user vectors: their means are RecBole's numbers, and the run record holds the same ones
+    per_user = full.per_user
+    assert set(per_user["metrics"]) == set(recbole) - {"itemcoverage@10"}
+    for key, values in per_user["metrics"].items():
+        assert values.dtype == np.float32 and len(values) == len(per_user["users"]) == full.cases["all"]
+        assert abs(values.mean(dtype=np.float64) - recbole[key]) <= 0.5 * 10 ** -config["metric_decimal_place"] + 1e-7, key
+    assert record["per_user"]["users"] == per_user["users"].tolist()
+    assert np.array_equal(np.float32(record["per_user"]["metrics"]["ndcg@10"]), per_user["metrics"]["ndcg@10"])
+    assert len(set(per_user["users"])) == len(per_user["users"])  # one case per user, also for SASRec
+    return full
 
-def test_no_type_field_skips_per_type_metrics(ml100k_slice, workdir, caplog):
+
+def test_per_user_values_and_new_user_keys_match_a_hand_computed_example(tiny, tiny_new_user):
+    result = evaluate_tiny(tiny, per_user=True)
+    # overall (see above): u1 [a2, a3] of {a2, b2}; u2 [a1, a3] of {a3, b3}; u3 [a1, a2] of {a1, b3}
+    assert result.per_user["users"].tolist() == ["u1", "u2", "u3"]
+    assert result.per_user["metrics"]["hit@1"].tolist() == [1, 0, 1]
+    assert np.allclose(result.per_user["metrics"]["mrr@2"], [1, 0.5, 1])
+    assert np.allclose(result.per_user["metrics"]["precision@2"], [0.5, 0.5, 0.5])
+    assert not any("users=" in key for key in [*result.metrics, *result.cases])  # every user returning
+
+    # u4 has no train interaction: ranked [a1, a2], positive a1 -> hit@1 1, recall@2 1
+    result = evaluate_tiny(tiny_new_user, per_user=True)
+    assert result.per_user["users"].tolist() == ["u1", "u2", "u3", "u4"]
+    assert result.cases["users=new"] == 1 and result.cases["users=returning"] == 3
+    assert result.metrics["hit@1[users=new]"] == 1.0 and result.metrics["recall@2[users=new]"] == 1.0
+    assert result.metrics["hit@1[users=returning]"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result.metrics["recall@2[users=returning]"] == 0.5
+    assert result.metrics["hit@1"] == 0.75
+
+
+@pytest.mark.parametrize("model, protocol", [("LightGCN", "rs811"), ("SASRec", "loo")])
+def test_overall_equals_recbole_test_result_and_run_reports_per_type(model, protocol, genre_slice, workdir):
+    full = run_and_compare(model, protocol, genre_slice)
+    assert not any("users=" in key for key in full.metrics)  # user-grouped splits: no new user
+
+
+def test_temporal_split_reports_new_users_for_general_and_sequential_models_alike(genre_slice, workdir):
+    general = run_and_compare("LightGCN", "temporal", genre_slice)
+    sequential = run_and_compare("SASRec", "temporal", genre_slice)
+    # one test set: the same users in the same order, the same new / returning groups
+    assert general.per_user["users"].tolist() == sequential.per_user["users"].tolist()
+    assert 0 < general.cases["users=new"] < general.cases["all"]
+    assert general.cases == sequential.cases  # all, users=new / returning, type=..., type=...,warm / cold
+    for full in (general, sequential):
+        new = full.cases["users=new"]
+        for key in ("hit@10", "ndcg@10"):
+            assert f"{key}[users=returning]" in full.metrics
+            weighted = (full.metrics[f"{key}[users=new]"] * new
+                        + full.metrics[f"{key}[users=returning]"] * (full.cases["all"] - new)) / full.cases["all"]
+            assert weighted == pytest.approx(full.metrics[key], abs=1e-3)
+
+
+def test_no_type_field_skips_per_type_metrics_but_keeps_per_user_values(ml100k_slice, workdir, caplog):
     record = run("Pop", "ml-100k-slice", config_dict=quick_overrides(ml100k_slice))
     assert not any("[" in key or "coverage" in key for key in record["test_result"])
+    assert len(record["per_user"]["metrics"]["hit@10"]) == len(record["per_user"]["users"]) > 0

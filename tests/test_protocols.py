@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.protocol import available, data_preparation, protocol_file, use_time_cuts
@@ -124,3 +125,68 @@ def test_unknown_protocol_names_the_available_ones():
     assert {"temporal", "rs811", "loo"} <= set(available())
     with pytest.raises(ConfigError, match="temporal"):
         protocol_file("temporl")
+
+
+N_NEW = 5  # users who appear only at the last timestamp: no train or valid history
+
+
+@pytest.fixture(scope="module")
+def with_new_users(tied, tmp_path_factory) -> str:
+    """The tied interactions plus N_NEW users whose interactions all fall in the test period."""
+    frame = pd.read_csv(f"{tied}/tied/tied.inter", sep="\t")
+    rng = np.random.default_rng(1)
+    new = [
+        (N_USERS + n, int(i), (N_TIMES - 1) * 1000)
+        for n in range(1, N_NEW + 1)
+        for i in rng.choice(np.arange(1, 61), n, replace=False)  # 1..5 interactions: user 41 has a single one
+    ]
+    frame = pd.concat([frame, pd.DataFrame(new, columns=frame.columns)])
+    root = tmp_path_factory.mktemp("new_users")
+    (root / "tied").mkdir()
+    frame.to_csv(root / "tied" / "tied.inter", sep="\t", index=False)
+    return str(root)
+
+
+def test_sequential_models_score_every_user_of_the_period_new_ones_by_train_popularity(with_new_users):
+    from recbole.trainer import Trainer
+
+    train, _, general = loaders("BPR", "temporal", with_new_users)
+    config = config_of("SASRec", "temporal", with_new_users)
+    config["MAX_ITEM_LIST_LENGTH"], config["hidden_size"], config["inner_size"], config["n_layers"] = 10, 8, 16, 1
+    _, _, sequential = data_preparation(config, create_dataset(config))
+    dataset = general._dataset
+
+    def tokens(ids) -> list[str]:
+        return dataset.id2token(dataset.uid_field, np.asarray(ids)).tolist()
+
+    # the same users, in the same order, as the general model's test loader
+    rows = sequential._dataset.inter_feat
+    assert tokens(rows["user_id"]) == tokens(general.uid_list)
+    new = {str(N_USERS + n) for n in range(1, N_NEW + 1)}
+    assert set(tokens(sorted(sequential.fallback_users))) == new
+    pairs = set(zip(*(a.tolist() for a in sequential.train_interactions)))
+    assert pairs == set(zip(train._dataset.inter_feat["user_id"].tolist(), train._dataset.inter_feat["item_id"].tolist()))
+    for user in sequential.fallback_users:  # a padding-only sequence of length 1
+        row = (rows["user_id"] == user).nonzero().item()
+        assert rows["item_length"][row] == 1 and not rows["item_id_list"][row].any()
+
+    # fallback rows ranked by train popularity (ties: lower internal id first), model rows by the model
+    counts = np.bincount(train._dataset.inter_feat["item_id"].numpy(), minlength=dataset.item_num)
+    ranking = [i for i in np.lexsort((np.arange(len(counts)), -counts)) if i != 0]
+    from recbole.model.sequential_recommender import SASRec
+
+    model = SASRec(config, sequential._dataset)
+    trainer = Trainer(config, model)
+    trainer.tot_item_num = dataset.item_num
+    fallback_rows = model_rows = 0
+    for batch in sequential:
+        interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
+        for row, user in enumerate(interaction["user_id"].tolist()):
+            top = torch.argsort(scores[row], descending=True, stable=True)[: len(ranking)].tolist()
+            if user in sequential.fallback_users:
+                fallback_rows += 1
+                assert top == ranking
+            else:
+                model_rows += 1
+                assert top != ranking
+    assert fallback_rows == N_NEW and model_rows > 0

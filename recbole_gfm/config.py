@@ -151,6 +151,9 @@ class Config(RecBoleConfig):
     ):
         self._cmd_overrides = dict(cmd_overrides or {})
         super().__init__(model, dataset, config_file_list, config_dict)
+        update_config = getattr(getattr(self.model_class, "dataset_class", None), "update_config", None)
+        if update_config is not None:  # e.g. MultiTypeDataset: load_col shows the item fields it loads
+            update_config(self)
         self._warn_unknown_keys()
 
     def _load_config_files(self, file_list):

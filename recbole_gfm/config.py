@@ -214,7 +214,9 @@ class Config(RecBoleConfig):
                 )
             device = _parse_device("device", user["device"])
             if device.type not in ("cpu", "cuda"):
-                raise ConfigError(f"device '{user['device']}': use cpu, cuda or cuda:N (or RecBole's use_gpu / gpu_id).")
+                raise ConfigError(
+                    f"device '{user['device']}': use cpu, cuda or cuda:N (or RecBole's use_gpu / gpu_id)."
+                )
             final["use_gpu"] = device.type == "cuda"
             if device.index is not None:
                 final["gpu_id"] = str(device.index)
@@ -238,7 +240,9 @@ class Config(RecBoleConfig):
                 if key == "text_device"
                 else "run on the CPU with --use_gpu=False (or --device=cpu)"
             )
-            raise ConfigError(f"CUDA is not available on this machine (torch {torch.__version__}), but {key}={value} asks for it: {fix}.")
+            raise ConfigError(
+                f"CUDA is not available on this machine (torch {torch.__version__}), but {key}={value} asks for it: {fix}."
+            )
 
     def _default_sequential_ce_sampling(self) -> None:
         """Sequential models trained with CE need no sampled negatives: RecBole refuses them."""

@@ -165,7 +165,8 @@ def test_control_characters_in_text_cannot_break_a_line(tmp_path):
     reviews = os.path.join(FIXTURES, "Food_2023.jsonl")
     titles = {"F1": '"Green"\tTea\r\nfrom\x00Japan\x1b', "F2": "Rice\u2028Crackers\x7f\x85", "F3": "Soy\rSauce\x0b"}
     meta = tmp_path / "meta.jsonl"
-    meta.write_text("".join(json.dumps({"parent_asin": k, "title": v, "description": ["a\nb"]}) + "\n" for k, v in titles.items()))
+    records = [{"parent_asin": item, "title": title, "description": ["a\nb"]} for item, title in titles.items()]
+    meta.write_text("".join(json.dumps(record) + "\n" for record in records))
     out = amazon.convert([Category("Food", reviews, str(meta))], str(tmp_path / "amz"))
     item_file = os.path.join(out, "amz.item")
     with open(item_file, "rb") as f:

@@ -19,9 +19,17 @@ from recbole_gfm.protocol import data_preparation, protocol_file
 
 NAME = "bad"
 INTER = "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\nu1\ti2\t2\nu2\ti1\t3\nu2\ti3\t4\n"
-ITEM = "item_id:token\titem_type:token\ttitle:token_seq\ni1\tpodcast\tDaily News\ni2\taudiobook\tThe Road\ni3\tpodcast\tTech Talk\n"
+ITEM = (
+    "item_id:token\titem_type:token\ttitle:token_seq\n"
+    "i1\tpodcast\tDaily News\ni2\taudiobook\tThe Road\ni3\tpodcast\tTech Talk\n"
+)
 USER = "user_id:token\tage:float\nu1\t30\nu2\t41\n"
-LOAD_COL = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "item_type", "title"], "user": ["user_id", "age"]}
+LOAD_COL = {
+    "inter": ["user_id", "item_id", "timestamp"],
+    "item": ["item_id", "item_type", "title"],
+    "user": ["user_id", "age"],
+}
+VEC_ITEM = "item_id:token\titem_type:token\tvec:float_seq\ni1\tpodcast\t0.5 1\ni2\tpodcast\t0.5 x\ni3\tpodcast\t1\n"
 
 
 def write_dataset(tmp_path, **files: str | bytes) -> str:
@@ -75,15 +83,18 @@ CASES = [
      [f"{NAME}.user, line 1: the header is one field, 'user_id:token,age:float'", "field_separator"]),
     ("field named twice", {"user": "user_id:token\tage:float\tage:float\nu1\t3\t4\n"},
      [f"{NAME}.user, line 1: field 'age' appears twice"]),
-    ("byte-order mark", {"inter": "\ufeff" + INTER}, [f"{NAME}.inter, line 1: the file starts with a byte-order mark", "utf-8-sig"]),
+    ("byte-order mark", {"inter": "\ufeff" + INTER},
+     [f"{NAME}.inter, line 1: the file starts with a byte-order mark", "utf-8-sig"]),
     ("non-numeric timestamp", {"inter": INTER.replace("u1\ti2\t2", "u1\ti2\tyesterday")},
-     [f"{NAME}.inter, line 3, field 'timestamp' (float): 'yesterday' is not a number", "drop 'timestamp' from load_col"]),
-    ("non-numeric float_seq", {"item": "item_id:token\titem_type:token\tvec:float_seq\ni1\tpodcast\t0.5 1\ni2\tpodcast\t0.5 x\ni3\tpodcast\t1\n"},
-     [f"{NAME}.item, line 3, field 'vec' (float_seq): 'x' is not a number"], {"load_col": {**LOAD_COL, "item": ["item_id", "item_type", "vec"]}}),
+     [f"{NAME}.inter, line 3, field 'timestamp' (float): 'yesterday' is not a number",
+      "drop 'timestamp' from load_col"]),
+    ("non-numeric float_seq", {"item": VEC_ITEM}, [f"{NAME}.item, line 3, field 'vec' (float_seq): 'x' is not a number"],
+     {"load_col": {**LOAD_COL, "item": ["item_id", "item_type", "vec"]}}),
     ("header repeated", {"inter": INTER.replace("\n", "\n" + INTER.split("\n")[0] + "\n", 1)},
      [f"{NAME}.inter, line 2 repeats the header line"]),
     ("tab inside a title", {"item": ITEM.replace("The Road", "The\tRoad")},
-     [f"{NAME}.item, line 3: 4 fields where the header has 3 (item_id, item_type, title)", "tabs and line breaks inside text"]),
+     [f"{NAME}.item, line 3: 4 fields where the header has 3 (item_id, item_type, title)",
+      "tabs and line breaks inside text"]),
     ("missing field", {"inter": INTER.replace("u2\ti1\t3", "u2\ti1")},
      [f"{NAME}.inter, line 4: 2 fields where the header has 3", "a field is missing"]),
     ("unclosed quote", {"item": ITEM.replace("\tThe Road", '\t"The Road')},
@@ -93,13 +104,16 @@ CASES = [
     ("text after a closing quote", {"item": ITEM.replace("The Road", '"The" Road')},
      [f"{NAME}.item, line 3: malformed quoting", "double quote"]),
     ("duplicate item", {"item": ITEM + "i2\tpodcast\tOther\n"},
-     [f"{NAME}.item, lines 3, 5: item id 'i2' (field 'item_id', ITEM_ID_FIELD) is listed 2 times", "keep only the first"]),
-    ("duplicate user", {"user": USER + "u1\t31\n"}, [f"{NAME}.user, lines 2, 4: user id 'u1' (field 'user_id', USER_ID_FIELD)"]),
+     [f"{NAME}.item, lines 3, 5: item id 'i2' (field 'item_id', ITEM_ID_FIELD) is listed 2 times",
+      "keep only the first"]),
+    ("duplicate user", {"user": USER + "u1\t31\n"},
+     [f"{NAME}.user, lines 2, 4: user id 'u1' (field 'user_id', USER_ID_FIELD)"]),
     ("empty user id", {"inter": INTER.replace("u2\ti1\t3", "\ti1\t3")},
      [f"{NAME}.inter, line 4: field 'user_id' (USER_ID_FIELD) is empty"]),
     ("id read as missing", {"inter": INTER.replace("u1\ti2", "u1\tNA")},
      [f"{NAME}.inter, line 3: field 'item_id' (ITEM_ID_FIELD) is 'NA', which pandas (RecBole's reader) reads as missing"]),
-    ("id field absent", {"user": "uid:token\tage:float\nu1\t30\n"}, [f"{NAME}.user has no field 'user_id' (USER_ID_FIELD)"]),
+    ("id field absent", {"user": "uid:token\tage:float\nu1\t30\n"},
+     [f"{NAME}.user has no field 'user_id' (USER_ID_FIELD)"]),
     ("id field not loaded", {}, [f"{NAME}.user: field 'user_id' (USER_ID_FIELD) is not loaded", "load_col['user']"],
      {"load_col": {**LOAD_COL, "user": ["age"]}}),
     ("not the configured encoding", {"inter": INTER.encode().replace(b"u2\ti3", b"u\xe9\ti3")},
@@ -135,7 +149,9 @@ def test_temporal_protocol_needs_the_time_column_in_the_file(tmp_path, load):
 
 def test_temporal_protocol_needs_the_time_column_loaded(tmp_path):
     """Column in the file but not in load_col: the protocol's own check says so (not duplicated here)."""
-    config = make_config(write_dataset(tmp_path), [protocol_file("temporal")], load_col={"inter": ["user_id", "item_id"]})
+    config = make_config(
+        write_dataset(tmp_path), [protocol_file("temporal")], load_col={"inter": ["user_id", "item_id"]}
+    )
     with pytest.raises(ConfigError, match="time field 'timestamp': add it to load_col's inter columns"):
         data_preparation(config, create_dataset(config))
 
@@ -148,7 +164,11 @@ def test_bad_rows_are_counted_and_the_first_is_named(tmp_path):
 
 def test_a_bad_part_of_benchmark_files_is_named(tmp_path):
     lines = INTER.splitlines(keepends=True)
-    parts = {"train.inter": "".join(lines[:3]), "valid.inter": lines[0] + lines[3], "test.inter": lines[0] + "u2\ti3\t4\textra\n"}
+    parts = {
+        "train.inter": "".join(lines[:3]),
+        "valid.inter": lines[0] + lines[3],
+        "test.inter": lines[0] + "u2\ti3\t4\textra\n",
+    }
     data = write_dataset(tmp_path, inter=None, **parts)
     config = make_config(data, benchmark_filename=["train", "valid", "test"])
     with pytest.raises(DataError, match=rf"{NAME}.test.inter, line 2: 4 fields where the header has 3"):
@@ -193,7 +213,8 @@ def test_a_second_call_on_unchanged_files_is_free(tmp_path, monkeypatch):
 
 
 def test_plugin_models_print_the_item_columns_they_load():
-    config = Config("GFM", "ml-100k-typed", config_dict={"text_fields": ["title"], "load_col": {"inter": ["user_id", "item_id"]}})
+    settings = {"text_fields": ["title"], "load_col": {"inter": ["user_id", "item_id"]}}
+    config = Config("GFM", "ml-100k-typed", config_dict=settings)
     assert config["load_col"] == {"inter": ["user_id", "item_id"], "item": ["item_id", "item_type", "title"]}
     every_field = Config("GFM", "ml-100k-typed", config_dict={"text_fields": None, "load_col": {"inter": ["user_id"]}})
     assert every_field["load_col"]["item"] == "*"  # text_fields ~: any item field may be text
@@ -214,3 +235,16 @@ def test_unknown_item_type_names_the_known_ones(tmp_path):
     message = str(err.value)
     assert "Unknown item type 'vinyl'" in message and "audiobook, podcast" in message
     assert f"{NAME}.item (field 'item_type', item_type_field)" in message
+
+
+def test_lines_are_numbered_across_chunks(tmp_path, monkeypatch):
+    """Files are read in chunks of rows: line numbers, counts and duplicates span them."""
+    monkeypatch.setattr(validate, "CHUNK_ROWS", 2)
+    inter = INTER.replace("u2\ti3\t4", "u2\ti3\tfriday") + "\n" + "u3\ti1\tsaturday\n"
+    with pytest.raises(DataError, match=r"bad.inter, line 5, field 'timestamp' .*'friday' .*\(2 lines like it\.\)"):
+        validate_atomic_files(make_config(write_dataset(tmp_path, inter=inter)))
+    with pytest.raises(DataError, match=r"bad.item, lines 2, 5: item id 'i1'"):
+        validate_atomic_files(make_config(write_dataset(tmp_path, item=ITEM + "i1\tpodcast\tAgain\n")))
+    item = ITEM.replace("\tTech Talk", '\t"Tech\nTalk"')
+    with pytest.raises(DataError, match=r"bad.item, line 4: a quoted value in field 'title' runs on to line 5"):
+        validate_atomic_files(make_config(write_dataset(tmp_path, item=item)))

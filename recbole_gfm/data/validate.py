@@ -124,7 +124,9 @@ def _file_specs(config) -> list[_Spec]:
         path = os.path.join(folder, f"{name}.inter" if part is None else f"{name}.{part}.inter")
         if not os.path.isfile(path):
             why = f"benchmark_filename lists '{part}'" if part else f"dataset '{name}' needs its interactions in it"
-            raise DataError(f"{path} not found: {why}. Put the file there, or set data_path to the folder holding '{name}/'.")
+            raise DataError(
+                f"{path} not found: {why}. Put the file there, or set data_path to the folder holding '{name}/'."
+            )
         specs.append(_Spec(path, "inter", inter_ids, None, "interaction"))
     for source, field, key in (("user", uid, "USER_ID_FIELD"), ("item", iid, "ITEM_ID_FIELD")):
         path = os.path.join(folder, f"{name}.{source}")
@@ -134,7 +136,9 @@ def _file_specs(config) -> list[_Spec]:
     for suffix in config["additional_feat_suffix"] or []:
         path = os.path.join(folder, f"{name}.{suffix}")
         if not os.path.isfile(path):
-            raise DataError(f"{path} not found: additional_feat_suffix lists '{suffix}'. Add the file or drop '{suffix}'.")
+            raise DataError(
+                f"{path} not found: additional_feat_suffix lists '{suffix}'. Add the file or drop '{suffix}'."
+            )
         specs.append(_Spec(path, suffix, (), None, "row"))
     return specs
 
@@ -266,7 +270,8 @@ def _check_file(config, spec: _Spec) -> None:
             bad = values.isin(missing).to_numpy()
             if bad.any():
                 i = np.flatnonzero(bad)[0]
-                what = "empty" if not values.iat[i].strip() else f"'{values.iat[i]}', which pandas (RecBole's reader) reads as missing"
+                value = values.iat[i]
+                what = f"'{value}', which pandas (RecBole's reader) reads as missing" if value.strip() else "empty"
                 _note(
                     issues, ("id", field), int(lines[i]),
                     f": field '{field}' ({key}) is {what}. Give every row an id "
@@ -425,5 +430,7 @@ def _decode_error(path: str, encoding: str, error: UnicodeDecodeError) -> DataEr
             try:
                 raw.decode(encoding)
             except UnicodeDecodeError as e:
-                return DataError(f"{path}, line {number}: byte {raw[e.start]:#04x} is not valid {encoding} ({e.reason}). {hint}")
+                return DataError(
+                    f"{path}, line {number}: byte {raw[e.start]:#04x} is not valid {encoding} ({e.reason}). {hint}"
+                )
     return DataError(f"{path}: not valid {encoding} ({error.reason}). {hint}")

@@ -18,6 +18,7 @@ from functools import lru_cache
 from logging import getLogger
 from typing import Any
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.model.abstract_recommender import AbstractRecommender
@@ -81,6 +82,14 @@ def get_model(name: str) -> type:
     )
 
 
+def _parse_device(key: str, value: Any) -> torch.device:
+    """``value`` of config key ``key`` as a torch device; a ConfigError if it is none."""
+    try:
+        return torch.device(str(value).strip().lower())
+    except RuntimeError:
+        raise ConfigError(f"{key} '{value}' is not a device: use cpu, cuda or cuda:N.") from None
+
+
 def load_yaml(path: str, loader=yaml.FullLoader) -> dict[str, Any]:
     """Read a YAML properties file; a syntax error names the file and line."""
     if not os.path.isfile(path):
@@ -142,6 +151,9 @@ class Config(RecBoleConfig):
     ):
         self._cmd_overrides = dict(cmd_overrides or {})
         super().__init__(model, dataset, config_file_list, config_dict)
+        update_config = getattr(getattr(self.model_class, "dataset_class", None), "update_config", None)
+        if update_config is not None:  # e.g. MultiTypeDataset: load_col shows the item fields it loads
+            update_config(self)
         self._warn_unknown_keys()
 
     def _load_config_files(self, file_list):
@@ -178,6 +190,59 @@ class Config(RecBoleConfig):
                 if os.path.basename(os.path.dirname(path)) == "dataset":
                     self.parameters["Dataset"] += [k for k in layer if k not in self.parameters["Dataset"]]
         self._default_sequential_ce_sampling()
+
+    def _init_device(self) -> None:
+        """RecBole's device choice from ``use_gpu`` / ``gpu_id``, honoured, and a clear error without CUDA.
+
+        RecBole 1.2.1 runs on CUDA whenever ``gpu_id`` is set and CUDA exists, whatever ``use_gpu``
+        says: here ``use_gpu: False`` means the CPU. ``device`` (cpu, cuda, cuda:N) is a shorthand
+        for ``use_gpu`` / ``gpu_id``; ``text_device: ~`` follows the run's device. A CUDA request
+        (``use_gpu: True`` or ``gpu_id`` set by the user, ``device`` or ``text_device`` cuda...) on a
+        machine without CUDA is a one-line :class:`ConfigError`; RecBole's own default
+        (``use_gpu: True``) just falls back to the CPU, as in RecBole.
+        """
+        final, user = self.final_config_dict, self.external_config_dict
+        if "local_rank" in final:  # RecBole's multi-process path picks cuda:local_rank itself
+            return super()._init_device()
+        requests = []
+        if user.get("device") is not None:
+            both = [k for k in ("use_gpu", "gpu_id") if k in user]
+            if both:
+                raise ConfigError(
+                    f"device and {' / '.join(both)} are both set: choose the device with one of them "
+                    "(device: cpu, cuda or cuda:N is a shorthand for use_gpu / gpu_id)."
+                )
+            device = _parse_device("device", user["device"])
+            if device.type not in ("cpu", "cuda"):
+                raise ConfigError(
+                    f"device '{user['device']}': use cpu, cuda or cuda:N (or RecBole's use_gpu / gpu_id)."
+                )
+            final["use_gpu"] = device.type == "cuda"
+            if device.index is not None:
+                final["gpu_id"] = str(device.index)
+            if final["use_gpu"]:
+                requests.append(("device", user["device"]))
+        elif user.get("use_gpu") is True:
+            requests.append(("use_gpu", True))
+        elif "gpu_id" in user and final["use_gpu"] and str(user["gpu_id"]).strip():
+            requests.append(("gpu_id", user["gpu_id"]))
+        super()._init_device()
+        if not final["use_gpu"]:
+            final["device"] = torch.device("cpu")
+        if final.get("text_device") is None:
+            final["text_device"] = str(final["device"])
+        elif _parse_device("text_device", final["text_device"]).type == "cuda":
+            requests.append(("text_device", final["text_device"]))
+        if requests and not torch.cuda.is_available():
+            key, value = requests[0]
+            fix = (
+                "set text_device to cpu, or ~ to follow the run's device"
+                if key == "text_device"
+                else "run on the CPU with --use_gpu=False (or --device=cpu)"
+            )
+            raise ConfigError(
+                f"CUDA is not available on this machine (torch {torch.__version__}), but {key}={value} asks for it: {fix}."
+            )
 
     def _default_sequential_ce_sampling(self) -> None:
         """Sequential models trained with CE need no sampled negatives: RecBole refuses them."""

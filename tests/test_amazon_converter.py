@@ -14,6 +14,7 @@ from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data import amazon
 from recbole_gfm.data.amazon import AmazonFormatError, Category
 from recbole_gfm.data.dataset import MultiTypeDataset
+from recbole_gfm.data.validate import validate_atomic_files
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "amazon")
 FILES = {  # format -> (Food reviews, Food meta, Kitchen reviews, Kitchen meta)
@@ -157,3 +158,23 @@ def test_malformed_meta_and_arguments(tmp_path):
         amazon.parse_category("Food=nope.csv")
     with pytest.raises(ConfigError, match="No interaction is left after filtering"):
         amazon.convert([Category("Food", reviews)], str(tmp_path / "out"), user_core=50)
+
+
+def test_control_characters_in_text_cannot_break_a_line(tmp_path):
+    """Tabs, CR / LF, NUL and other control characters inside titles become spaces; quotes survive."""
+    reviews = os.path.join(FIXTURES, "Food_2023.jsonl")
+    titles = {"F1": '"Green"\tTea\r\nfrom\x00Japan\x1b', "F2": "Rice\u2028Crackers\x7f\x85", "F3": "Soy\rSauce\x0b"}
+    meta = tmp_path / "meta.jsonl"
+    records = [{"parent_asin": item, "title": title, "description": ["a\nb"]} for item, title in titles.items()]
+    meta.write_text("".join(json.dumps(record) + "\n" for record in records))
+    out = amazon.convert([Category("Food", reviews, str(meta))], str(tmp_path / "amz"))
+    item_file = os.path.join(out, "amz.item")
+    with open(item_file, "rb") as f:
+        assert len(f.read().splitlines()) == 4  # the header and three items, nothing split
+    assert [row[2:] for row in read(item_file)] == [
+        ['"Green" Tea from Japan', "a b"], ["Rice Crackers", "a b"], ["Soy Sauce", "a b"]
+    ]
+    config = Config("BPR", "amz", config_dict={"data_path": str(tmp_path), "state": "ERROR", "RATING_FIELD": None})
+    validate_atomic_files(config)
+    texts = MultiTypeDataset(config).item_texts()
+    assert '"Green" Tea from Japan. Description: a b' in texts

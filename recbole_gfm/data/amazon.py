@@ -15,7 +15,8 @@ Metadata files (optional, JSON lines; 2014's Python-literal lines also read) giv
 ``description`` (a list or a string) per ``asin`` (2014 / 2018) or ``parent_asin`` (2023).
 
 Output ``NAME.inter`` (user_id, item_id, rating, timestamp in seconds) and ``NAME.item``
-(item_id, item_type, title, description). A user's repeated review of an item is kept once (the
+(item_id, item_type, title, description; text on one line: tabs, line breaks and other control
+characters become spaces). A user's repeated review of an item is kept once (the
 earliest); an item listed in several categories keeps the first one given. Filters, repeated until
 nothing changes: ``--min-user-types`` (users who reviewed in at least N categories), then
 ``--user-core`` / ``--item-core`` (k-core). Files are read line by line; only compact integer
@@ -56,7 +57,7 @@ REVIEW_FORMATS = {
 }
 CSV_FIELDS = ("user", "item", "rating", "timestamp")
 _TAGS = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
+_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")  # whitespace and control characters (tab, CR, LF, NUL ...)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,11 @@ def iter_reviews(path: str) -> Iterator[tuple[str, str, float, int]]:
 
 
 def clean_text(value, max_words: int) -> str:
-    """A title or description (string or list of strings) as one line of at most ``max_words`` words."""
+    """A title or description (string or list of strings) as one line of at most ``max_words`` words.
+
+    HTML tags, whitespace runs and control characters (tabs, line breaks, NUL ...) become one space,
+    so the value cannot break an atomic file's line.
+    """
     if isinstance(value, (list, tuple)):
         value = " ".join(str(v) for v in value)
     if not isinstance(value, str):

@@ -21,24 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 from recbole.data.dataset import Dataset
-from recbole.utils import FeatureSource, FeatureType, set_color
+from recbole.utils import FeatureType, set_color
 
 from recbole_gfm.config import ConfigError
+from recbole_gfm.data.validate import DataError, read_header, validate_atomic_files
 
-
-class DataError(ConfigError):
-    """Input data the user must fix; the message names the file, the field and what to do."""
-
-
-def _read_header(path: str, separator: str, encoding: str) -> dict[str, str]:
-    """``{field: type}`` from the header line of an atomic file."""
-    with open(path, encoding=encoding) as f:
-        head = f.readline().rstrip("\r\n")
-    fields = {}
-    for column in head.split(separator):
-        name, _, ftype = column.partition(":")
-        fields[name] = ftype
-    return fields
+__all__ = ["DataError", "MultiTypeDataset"]
 
 
 def _label(field: str) -> str:
@@ -72,6 +60,19 @@ class MultiTypeDataset(Dataset):
     def item_type_ids(self) -> torch.LongTensor:
         """Type id (0..T-1) of each internal item id, shape [item_num]; -1 for the padding id 0."""
         return self._item_type_ids.clone()
+
+    def item_type_id(self, name: str) -> int:
+        """Type id of the type called ``name`` (its index in :meth:`item_type_names`).
+
+        Raises :class:`DataError` naming the unknown type and the dataset's types.
+        """
+        try:
+            return self._type_names.index(name)
+        except ValueError:
+            raise DataError(
+                f"Unknown item type '{name}': the types in {self._item_path} (field '{self.type_field}', "
+                f"item_type_field) are {', '.join(self._type_names)}. Use one of them."
+            ) from None
 
     def item_texts(self) -> list[str]:
         """Text of each internal item id (length item_num); '' for the padding id 0."""
@@ -128,31 +129,40 @@ class MultiTypeDataset(Dataset):
         self._text_fields = self.config["text_fields"]
         if isinstance(self._text_fields, str):
             self._text_fields = [self._text_fields]
+        self.update_config(self.config)
 
-    def _get_load_and_unload_col(self, source):
-        """RecBole's choice, plus the id, type and text fields of ``.item``."""
-        load_col, unload_col = super()._get_load_and_unload_col(source)
-        if source not in (FeatureSource.ITEM, FeatureSource.ITEM.value):
-            return load_col, unload_col
-        needed = {self.iid_field, self.type_field, *(self._text_fields or [])}
-        if load_col is not None:
-            # no item fields chosen and no text_fields given: every column may be text
-            load_col = None if not load_col and self._text_fields is None else load_col | needed
-        if unload_col is not None:
-            unload_col = unload_col - needed
-        return load_col, unload_col
+    @staticmethod
+    def update_config(config) -> None:
+        """Make ``config['load_col']`` / ``['unload_col']`` name the ``.item`` fields this dataset loads.
+
+        RecBole's choice plus the id, type and text fields; when no item field is chosen and
+        ``text_fields`` is ``~``, every item field (any may be text). :class:`~recbole_gfm.config.Config`
+        calls this for models whose ``dataset_class`` is this class, so the printed and recorded
+        config show what is loaded; the dataset calls it too, for configs made for other models.
+        """
+        text_fields = config["text_fields"]
+        text_fields = [text_fields] if isinstance(text_fields, str) else text_fields
+        needed = [f for f in (config["ITEM_ID_FIELD"], config["item_type_field"], *(text_fields or [])) if f]
+        load_col, unload_col = config["load_col"], config["unload_col"]
+        if load_col is not None and load_col.get("item") != "*":
+            chosen = list(load_col.get("item") or [])
+            item = "*" if not chosen and text_fields is None else chosen + [f for f in needed if f not in chosen]
+            config["load_col"] = {**load_col, "item": item}
+        if unload_col and unload_col.get("item"):
+            config["unload_col"] = {**unload_col, "item": [f for f in unload_col["item"] if f not in needed]}
 
     def _paths(self, token: str, dataset_path: str) -> tuple[str, str]:
         return os.path.join(dataset_path, f"{token}.item"), os.path.join(dataset_path, f"{token}.inter")
 
     def _load_data(self, token, dataset_path):
         item_path, inter_path = self._paths(token, dataset_path)
+        self._item_path = item_path
         if not os.path.isfile(item_path):
             raise DataError(
                 f"{item_path} not found: {type(self).__name__} needs an .item file with each item's "
                 f"'{self.type_field}' (item_type_field). Write one, or use a model that needs no item types."
             )
-        header = _read_header(item_path, self.config["field_separator"], self.config["encoding"])
+        _, header = read_header(self.config, item_path)
         if self.type_field not in header:
             raise DataError(
                 f"{item_path} has no field '{self.type_field}' (item_type_field); its fields are "
@@ -170,6 +180,7 @@ class MultiTypeDataset(Dataset):
                 f"{item_path} has no field {', '.join(repr(f) for f in missing)} listed in text_fields; its "
                 f"fields are {', '.join(header)}. Fix text_fields (or set it to ~ to use every text field)."
             )
+        validate_atomic_files(self.config)
         super()._load_data(token, dataset_path)
         self._check_types(item_path, inter_path)
         self._raw_type_names = sorted(set(self.item_feat[self.type_field]))

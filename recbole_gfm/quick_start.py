@@ -27,6 +27,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_gfm.artifacts import package_versions, write_json
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError
+from recbole_gfm.data.validate import validate_atomic_files
 from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
 from recbole_gfm.model.hgnn import HGNN
@@ -137,6 +138,7 @@ def run(
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
     refuse_multi_process(config)
     check_dataset_files(config)
+    validate_atomic_files(config)  # bad data: an error naming the file, line and field, before RecBole reads it
     init_seed(config["seed"], config["reproducibility"])
     # RecBole's init_seed only pins cuDNN; CPU scatter/index_put backward (HGNN) also needs this
     torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)

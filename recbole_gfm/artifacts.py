@@ -66,10 +66,49 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+class CorruptArtifactError(ValueError):
+    """A file we wrote fails its integrity check (truncated, overwritten, edited)."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+INTEGRITY_KEY = "sha256"  # the content hash every JSON file we write carries
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write the mapping ``data`` as indented JSON, atomically, with its content hash (``sha256``)."""
+    data = json.loads(_canonical(data))  # what a reader will see (defaults applied, keys as strings)
     with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        json.dump({**data, INTEGRITY_KEY: content_hash(_canonical(data))}, f, indent=2, sort_keys=True)
+
+
+def read_json(path: str) -> dict[str, Any]:
+    """A JSON mapping written by :func:`write_json`, its content hash checked.
+
+    Raises :class:`CorruptArtifactError` naming the file when it is not valid JSON (e.g. truncated),
+    has no hash or does not match it.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptArtifactError(path, f"not valid JSON ({e}); the file is truncated or damaged") from None
+    if not isinstance(data, dict) or INTEGRITY_KEY not in data:
+        raise CorruptArtifactError(path, f"no '{INTEGRITY_KEY}' content hash: not a file recbole-gfm wrote, or damaged")
+    expected = data.pop(INTEGRITY_KEY)
+    if content_hash(_canonical(data)) != expected:
+        raise CorruptArtifactError(path, "its content does not match its sha256 hash: the file was changed or damaged")
+    return data
 
 
 def fingerprint(*parts: Any, length: int = 16) -> str:

@@ -9,7 +9,9 @@ HGNN (Damianou et al. 2403.07478 section 3; 2T-HGNN 2403.05185 section 3.2). Per
     agg_r(i) = max_{j in sample_r(i)} sigma(W_r h_j + b_r)           (GraphSAGE max-pool aggregator)
     h_i'     = sigma(W_self h_i + sum_r W'_r agg_r(i))                 (sum over relations)
 
-with the item's text embedding (projected to ``hidden_size``) as h^0 and an L2-normalised output.
+with the item's text embedding (projected to ``hidden_size``) as h^0 and an L2-normalised output;
+mean and attention aggregators are options (:class:`RelationalSAGEConv`). The propagation
+foundation (:class:`PropagationEncoder`) has no parameters: the texts smoothed over the graph.
 """
 
 from __future__ import annotations
@@ -18,21 +20,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch_geometric.utils import softmax as pyg_softmax
+
 from recbole_gfm.data.link_loader import Block
 
 _ACTIVATIONS = {"relu": nn.ReLU, "leakyrelu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
-class RelationalMaxPoolConv(nn.Module):
-    """One HGNN layer: per relation a GraphSAGE max-pool aggregator, summed, plus the node's own term.
+AGGREGATIONS = ("max", "mean", "attention")
 
-    Equivalent to ``HeteroConv({r: SAGEConv(aggr="max", project=True, root_weight=False)}, aggr="sum")``
-    plus a self linear map, but fused across relations (one batched projection, one gather, one
-    segment max): R separate SAGEConv calls cost R times the kernel launches on CPU.
+
+class RelationalSAGEConv(nn.Module):
+    """One HGNN layer: per relation r an aggregator over the sampled neighbours, summed, plus the self term.
+
+        m_r(j)   = sigma(W_r h_j + b_r)
+        agg_r(i) = max_j m_r(j)                 ("max": GraphSAGE max-pool, the papers')
+                 | mean_j m_r(j)                ("mean")
+                 | sum_j a_ij (W_r h_j + b_r),  a_ij = softmax_j LeakyReLU(u_r.(W_r h_i + b_r) + v_r.(W_r h_j + b_r))
+                                                ("attention": GAT's, per relation)
+        h_i'     = W_self h_i + sum_r W'_r agg_r(i)
+
+    With "max" it equals ``HeteroConv({r: SAGEConv(aggr="max", project=True, root_weight=False)},
+    aggr="sum")`` plus a self linear map, fused across relations (one batched projection, one
+    gather, one segment reduction): R separate SAGEConv calls cost R times the kernel launches on CPU.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, n_relations: int):
+    def __init__(self, in_dim: int, out_dim: int, n_relations: int, aggregation: str = "max"):
         super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation '{aggregation}' unknown: choose one of {', '.join(AGGREGATIONS)}")
+        self.aggregation = aggregation
         self.pool_weight = nn.Parameter(torch.empty(n_relations, in_dim, in_dim))
         self.pool_bias = nn.Parameter(torch.zeros(n_relations, 1, in_dim))
         self.out_weight = nn.Parameter(torch.empty(n_relations, in_dim, out_dim))
@@ -40,22 +57,34 @@ class RelationalMaxPoolConv(nn.Module):
         for weight in (self.pool_weight, self.out_weight):  # nn.Linear's default: U(-1/sqrt(fan_in), ..)
             bound = weight.shape[1] ** -0.5
             nn.init.uniform_(weight, -bound, bound)
+        if aggregation == "attention":
+            self.attention = nn.Parameter(torch.randn(2, n_relations, in_dim) * in_dim**-0.5)  # u_r (centre), v_r (neighbour)
 
     def forward(self, h_src: torch.Tensor, h_dst: torch.Tensor, block: Block) -> torch.Tensor:
         n_rel, n_src, n_dst = self.pool_weight.shape[0], h_src.shape[0], h_dst.shape[0]
-        pooled = torch.relu(torch.matmul(h_src.unsqueeze(0), self.pool_weight) + self.pool_bias)  # [R, N_src, d]
+        projected = torch.matmul(h_src.unsqueeze(0), self.pool_weight) + self.pool_bias  # [R, N_src, d]
         src, dst = block.edge_index
-        messages = pooled.flatten(0, 1).index_select(0, block.edge_type * n_src + src)
-        # max over each (relation, node) segment (edges arrive sorted so); an empty segment gives
-        # 0, which the ReLU makes the max's identity. segment_reduce's backward is ~2x cheaper on
-        # CPU than scatter-max's (PyG's scatter / SAGEConv(aggr="max")).
-        lengths = torch.bincount(block.edge_type * n_dst + dst, minlength=n_rel * n_dst)
-        agg = torch.segment_reduce(messages, "max", lengths=lengths, initial=0.0).view(n_rel, n_dst, -1)
-        return self.self_lin(h_dst) + torch.einsum("rnd,rde->ne", agg, self.out_weight)
+        segment = block.edge_type * n_dst + dst  # edges arrive sorted by (relation, dst)
+        lengths = torch.bincount(segment, minlength=n_rel * n_dst)
+        if self.aggregation == "attention":
+            messages = projected.flatten(0, 1).index_select(0, block.edge_type * n_src + src)
+            centre = projected.flatten(0, 1).index_select(0, block.edge_type * n_src + block.dst_in_src[dst])
+            u, v = self.attention
+            logits = F.leaky_relu((centre * u[block.edge_type]).sum(-1) + (messages * v[block.edge_type]).sum(-1), 0.2)
+            weight = pyg_softmax(logits, segment, num_nodes=n_rel * n_dst)
+            agg = torch.segment_reduce(messages * weight.unsqueeze(-1), "sum", lengths=lengths, initial=0.0)
+        else:
+            messages = torch.relu(projected).flatten(0, 1).index_select(0, block.edge_type * n_src + src)
+            # an empty segment gives 0 (the ReLU makes it the max's identity). segment_reduce's backward
+            # is ~2x cheaper on CPU than scatter-max's (PyG's scatter / SAGEConv(aggr="max")).
+            agg = torch.segment_reduce(messages, self.aggregation, lengths=lengths, initial=0.0)
+        return self.self_lin(h_dst) + torch.einsum("rnd,rde->ne", agg.view(n_rel, n_dst, -1), self.out_weight)
 
 
 class HGNNEncoder(nn.Module):
-    """Text features -> projection -> ``n_layers`` relational max-pool layers -> unit vectors."""
+    """Text features -> projection -> ``n_layers`` relational SAGE layers -> unit vectors."""
+
+    kind = "hgnn"
 
     def __init__(
         self,
@@ -66,6 +95,7 @@ class HGNNEncoder(nn.Module):
         n_relations: int,
         activation: str = "relu",
         dropout: float = 0.0,
+        aggregation: str = "max",
     ):
         super().__init__()
         if activation.lower() not in _ACTIVATIONS:
@@ -74,7 +104,9 @@ class HGNNEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(in_dim, hidden_size)
         dims = [hidden_size] * n_layers + [embedding_size]
-        self.layers = nn.ModuleList(RelationalMaxPoolConv(dims[l], dims[l + 1], n_relations) for l in range(n_layers))
+        self.layers = nn.ModuleList(
+            RelationalSAGEConv(dims[l], dims[l + 1], n_relations, aggregation) for l in range(n_layers)
+        )
 
     @property
     def n_layers(self) -> int:
@@ -91,12 +123,50 @@ class HGNNEncoder(nn.Module):
         return F.normalize(h, dim=-1)
 
 
-def build_encoder(args: dict) -> HGNNEncoder:
-    """The encoder described by ``args`` (the ``encoder_args`` an artifact keeps)."""
-    return HGNNEncoder(**args)
+class PropagationEncoder(nn.Module):
+    """The parameter-free foundation: text features smoothed over the graph for ``n_layers`` hops (SGC).
+
+        h_i' = (h_i + sum_{j in N(i)} h_j) / (1 + |N(i)|)       (random-walk normalised A + I, every relation)
+        z_i  = h_i^(K) / ||h_i^(K)||
+
+    Wu et al. 2019 (SGC) and Rossi et al. 2020 (SIGN) with a mean instead of the symmetric
+    normalisation, so that blocks with every neighbour (fan-out 0) give exactly the full-graph
+    product, and an item without edges keeps its own text: z = x / ||x||.
+    """
+
+    kind = "propagation"
+
+    def __init__(self, n_layers: int):
+        super().__init__()
+        if n_layers < 0:
+            raise ValueError(f"propagation needs hops >= 0, got {n_layers}")
+        self._n_layers = n_layers
+
+    @property
+    def n_layers(self) -> int:
+        return self._n_layers
+
+    def forward(self, features: torch.Tensor, blocks: list[Block]) -> torch.Tensor:
+        h = features[blocks[0].src] if blocks else features
+        for block in blocks:
+            src, dst = block.edge_index
+            total = h[block.dst_in_src].index_add(0, dst, h[src])
+            count = torch.bincount(dst, minlength=len(block.dst)).to(h.dtype) + 1
+            h = total / count.unsqueeze(-1)
+        return F.normalize(h, dim=-1)
 
 
-def embed_without_edges(encoder: HGNNEncoder, features: torch.Tensor) -> torch.Tensor:
+def build_encoder(args: dict) -> nn.Module:
+    """The encoder described by ``args`` (the ``encoder_args`` an artifact keeps; ``kind`` picks the class)."""
+    args = dict(args)
+    kind = args.pop("kind", HGNNEncoder.kind)
+    classes = {cls.kind: cls for cls in (HGNNEncoder, PropagationEncoder)}
+    if kind not in classes:
+        raise ValueError(f"encoder kind '{kind}' unknown: one of {', '.join(classes)}")
+    return classes[kind](**args)
+
+
+def embed_without_edges(encoder: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Embeddings of items that have no edges, from their text alone (the inductive case)."""
     nodes = torch.arange(len(features), device=features.device)
     no_edges = Block(nodes, nodes, torch.zeros(2, 0, dtype=torch.long, device=features.device), nodes.new_zeros(0), nodes)

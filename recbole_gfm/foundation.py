@@ -32,11 +32,11 @@ from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
 from recbole_gfm.data.text import encoder_identity
 from recbole_gfm.encoders import build_encoder, embed_without_edges
 
-FOUNDATION_MODEL = "HGNN"
+FOUNDATION_MODELS = ("HGNN", "Propagation")  # the foundation encoders a downstream model can name
 # The code whose numerics shape the embeddings (relative to the package) and the packages that do.
 FOUNDATION_CODE = (
     "foundation.py", "encoders.py", "trainer.py", "data/graph.py", "data/link_loader.py", "data/text.py",
-    "model/hgnn.py", "model/history_mean.py",
+    "model/hgnn.py", "model/propagation.py", "model/history_mean.py",
 )  # fmt: skip
 FOUNDATION_PACKAGES = ("torch", "torch-geometric", "recbole", "numpy", "scipy", "sentence-transformers")
 # Keys of a downstream model that name its foundation rather than shape it.
@@ -46,8 +46,9 @@ _DOWNSTREAM_KEYS = ("foundation", "foundation_path")
 def foundation_config(config) -> Config:
     """The foundation's config for a downstream model (GFM): its data settings plus ``foundation`` overrides.
 
+    ``foundation: {model: NAME, ...}`` picks the encoder (:data:`FOUNDATION_MODELS`; default HGNN).
     Training settings of the downstream model (learning_rate, epochs ...) and its own properties do
-    not leak into the foundation; properties/model/HGNN.yaml and the ``foundation`` dict decide those.
+    not leak into the foundation; properties/model/<NAME>.yaml and the ``foundation`` dict decide those.
     The data, split and evaluation settings are the downstream run's, so both read one split.
     """
     training = set(config.parameters["Training"])
@@ -56,6 +57,9 @@ def foundation_config(config) -> Config:
         k: v for k, v in config.external_config_dict.items() if k not in training | own | {"model", *_DOWNSTREAM_KEYS}
     }
     overrides = dict(config["foundation"] or {})
+    model = overrides.pop("model", FOUNDATION_MODELS[0])
+    if model not in FOUNDATION_MODELS:
+        raise ConfigError(f"foundation: model '{model}' is not a foundation encoder; choose one of {', '.join(FOUNDATION_MODELS)}.")
     shared = set(config.parameters["Dataset"]) | set(config.parameters["Evaluation"]) | {"seed", "dataset", "data_path"}
     if shared & set(overrides):
         raise ConfigError(
@@ -63,7 +67,7 @@ def foundation_config(config) -> Config:
             "model it serves; set these keys for the whole run instead."
         )
     inherited.update(overrides)
-    return Config(FOUNDATION_MODEL, config["dataset"], config_dict=inherited)
+    return Config(model, config["dataset"], config_dict=inherited)
 
 
 def item_tokens(dataset) -> list[str]:

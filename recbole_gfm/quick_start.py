@@ -30,10 +30,9 @@ from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data.validate import validate_atomic_files
 from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
-from recbole_gfm.model.hgnn import HGNN
 from recbole_gfm.per_user import per_user_record
 from recbole_gfm.protocol import data_preparation
-from recbole_gfm.trainer import HGNNTrainer, foundation_checkpoint
+from recbole_gfm.trainer import foundation_checkpoint
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
 PREPARABLE = ("ml-1m", "ml-100k-typed", "ml-1m-typed")
@@ -84,16 +83,16 @@ def training_data(config: Config, train_data):
     return train_data if loader is None else loader(config, train_data.dataset, shuffle=True)
 
 
-def train_foundation(config: Config, train_dataset, valid_data, show_progress: bool = False) -> str:
-    """Train the foundation (HGNN) of foundation config ``config`` on ``train_dataset``; store it; return its path.
+def train_foundation(config: Config, train_data, valid_data, show_progress: bool = False) -> str:
+    """Train the foundation of foundation config ``config`` on the run's split; store it; return its path.
 
     Early stopping on ``valid_data`` (the run's own validation split); the best encoder is kept in
     memory, so no checkpoint file is written.
     """
     init_seed(config["seed"], config["reproducibility"])
-    model = HGNN(config, train_dataset).to(config["device"])
-    trainer = HGNNTrainer(config, model)
-    trainer.fit(HGNN.train_loader(config, train_dataset, shuffle=True), valid_data, saved=False, show_progress=show_progress)
+    model = config.model_class(config, train_data.dataset).to(config["device"])
+    trainer = get_trainer(config)(config, model)
+    trainer.fit(training_data(config, train_data), valid_data, saved=False, show_progress=show_progress)
     return trainer.foundation_path
 
 
@@ -111,8 +110,8 @@ def prepare_foundation(config: Config, train_data, valid_data) -> str | None:
         fconfig = foundation_config(config)
         path = artifact_dir(fconfig, train_data.dataset, foundation_checkpoint(fconfig, valid_data))
         if not is_complete(path):
-            getLogger().info(set_color("training the foundation (HGNN)", "green") + f" -> {path}")
-            path = train_foundation(fconfig, train_data.dataset, valid_data, show_progress=config["show_progress"])
+            getLogger().info(set_color(f"training the foundation ({fconfig['model']})", "green") + f" -> {path}")
+            path = train_foundation(fconfig, train_data, valid_data, show_progress=config["show_progress"])
         config["foundation_path"] = path
     getLogger().info(set_color("foundation", "blue") + f": {config['foundation_path']}")
     return config["foundation_path"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from recbole.trainer import Trainer
+from recbole.trainer import TraditionalTrainer, Trainer
 
 from recbole_gfm.foundation import save_foundation
 
@@ -15,12 +15,12 @@ def foundation_checkpoint(config, valid_data) -> str:
     return "best" if valid_data is not None and 0 < config["eval_step"] <= config["epochs"] else "last"
 
 
-class HGNNTrainer(Trainer):
-    """RecBole's Trainer on link-prediction batches (the run gives HGNN its ``LinkLoader``).
+class FoundationExport:
+    """Mixin for a foundation model's trainer: after RecBole's ``fit``, the artifact is written.
 
     Early stopping stays RecBole's (validated on the recommendation task: a user is the mean of
-    their history). The best encoder is also kept in memory, so the foundation artifact written
-    after training is the best-validated one whether or not a checkpoint file is saved.
+    their history). The best encoder is also kept in memory, so the artifact written after
+    training is the best-validated one whether or not a checkpoint file is saved.
     """
 
     foundation_path: str | None = None
@@ -54,3 +54,11 @@ class HGNNTrainer(Trainer):
             },
         )
         return result
+
+
+class HGNNTrainer(FoundationExport, Trainer):
+    """RecBole's Trainer on link-prediction batches (the run gives HGNN its ``LinkLoader``), then the artifact."""
+
+
+class PropagationTrainer(FoundationExport, TraditionalTrainer):
+    """One pass (nothing to fit), a validation, then the artifact."""

@@ -6,7 +6,7 @@ import torch
 from torch_geometric.nn import SAGEConv
 
 from recbole_gfm.data.link_loader import sample_blocks
-from recbole_gfm.encoders import RelationalMaxPoolConv
+from recbole_gfm.encoders import RelationalSAGEConv
 from test_link_loader import csrs_of, random_graph
 
 
@@ -15,7 +15,7 @@ def test_fused_layer_matches_pyg_sageconv_per_relation_in_values_and_gradients()
     edge_index, edge_type, n, R = random_graph()
     (block,) = sample_blocks(csrs_of(edge_index, edge_type, n, R), torch.tensor([0, 3, 7, 11, 50]), [4])
     d_in, d_out = 6, 5
-    layer = RelationalMaxPoolConv(d_in, d_out, R).double()
+    layer = RelationalSAGEConv(d_in, d_out, R).double()
     h_src = torch.randn(len(block.src), d_in, dtype=torch.double, requires_grad=True)
     ours = layer(h_src, h_src[block.dst_in_src], block)
 

@@ -10,7 +10,10 @@ Score:       u . v / temperature. Loss: softmax over in-batch items with the log
 Cold start:  with probability ``empty_history_prob`` a training example's history is hidden
              whole, so the user tower also learns the users who arrive with none (most of a
              temporal split's new users); with the logQ correction their scores approach log
-             item popularity, given their user features.
+             item popularity, given their user features. With probability ``cold_item_prob`` a
+             training item's foundation vector is replaced by the one the encoder gives an item
+             without edges (its text alone), so the item tower also learns the vectors new items
+             get, and a new item is not penalised for being new.
 
 ``unified: False`` trains one pair of towers per item type (the papers' per-type baseline): a
 pair sees only interactions and history of its type, and an item is scored by its type's pair.
@@ -27,7 +30,7 @@ from torch import nn
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation import load_foundation
+from recbole_gfm.foundation import embed_new_items, load_foundation
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -80,12 +83,22 @@ class GFM(GeneralRecommender):
                     "run_recbole_gfm.py / recbole_gfm.quick_start.run (they prepare the foundation first), or "
                     "call recbole_gfm.quick_start.prepare_foundation(config, train_data, valid_data) before building it."
                 )
-            content.append(load_foundation(self.foundation_path, dataset).float())
+            foundation = load_foundation(self.foundation_path, dataset).float()
+            content.append(foundation)
+        text = item_text_embeddings(config, dataset) if self.use_text or self.use_foundation else None
         if self.use_text:
-            content.append(F.normalize(item_text_embeddings(config, dataset), dim=-1))
+            content.append(F.normalize(text, dim=-1))
         content = torch.cat(content, dim=1)
         content[0] = 0
         self.register_buffer("content", content, persistent=False)
+        self.cold_item_prob = config["cold_item_prob"] if self.use_foundation else 0.0
+        if not 0.0 <= self.cold_item_prob <= 1.0:
+            raise ConfigError(f"cold_item_prob must be in [0, 1], got {self.cold_item_prob!r}.")
+        if self.cold_item_prob > 0:  # every item's foundation vector as if it had no edges
+            cold = content.clone()
+            cold[:, : foundation.shape[1]] = embed_new_items(self.foundation_path, text)
+            cold[0] = 0
+            self.register_buffer("cold_content", cold, persistent=False)
 
         item_type = dataset.item_type_ids().clone()
         self.n_types = len(dataset.item_type_names())
@@ -140,8 +153,12 @@ class GFM(GeneralRecommender):
             parts += [self.user_embeddings[f](ids[:, k]) for k, f in enumerate(self.user_fields)]
         return torch.cat(parts, dim=1)
 
-    def item_input(self, items: torch.Tensor) -> torch.Tensor:
-        parts = [self.content[items], self.type_embedding(self.item_type[items])]
+    def item_input(self, items: torch.Tensor, cold: torch.Tensor | None = None) -> torch.Tensor:
+        """Item tower input; rows where ``cold`` is True read the item's no-edge foundation vector."""
+        content = self.content[items]
+        if cold is not None:
+            content = torch.where(cold.unsqueeze(1), self.cold_content[items], content)
+        parts = [content, self.type_embedding(self.item_type[items])]
         if self.id_embedding is not None:
             parts.append(self.id_embedding(items))
         return torch.cat(parts, dim=1)
@@ -149,8 +166,8 @@ class GFM(GeneralRecommender):
     def encode_users(self, users, sums, counts, tower: int) -> torch.Tensor:
         return F.normalize(self.towers[tower].user(self.user_input(users, sums, counts, tower)), dim=-1)
 
-    def encode_items(self, items: torch.Tensor, tower: int) -> torch.Tensor:
-        return F.normalize(self.towers[tower].item(self.item_input(items)), dim=-1)
+    def encode_items(self, items: torch.Tensor, tower: int, cold: torch.Tensor | None = None) -> torch.Tensor:
+        return F.normalize(self.towers[tower].item(self.item_input(items, cold)), dim=-1)
 
     def user_vectors(self, users: torch.Tensor, sums=None, counts=None) -> torch.Tensor:
         """[B, n_towers, d] user vectors from the train history (or the given history sums/counts)."""
@@ -222,7 +239,8 @@ class GFM(GeneralRecommender):
             if len(index) == 0:
                 continue
             u = self.encode_users(users[index], sums[index], counts[index], tower)
-            v = self.encode_items(items[index], tower)
+            cold = torch.rand(len(index), device=items.device) < self.cold_item_prob if self.cold_item_prob > 0 else None
+            v = self.encode_items(items[index], tower, cold)
             logits = u @ v.T / self.temperature
             if self.logq:
                 logits = logits - self.log_item_prob[items[index]].unsqueeze(0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.data.graph import build_cointeraction_graph
 from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, sample_blocks
@@ -40,10 +41,18 @@ class HGNN(HistoryMeanRecommender):
             "n_relations": max(1, len(self.graph.relations)),
             "activation": config["activation"],
             "dropout": config["dropout"],
+            "aggregation": config["aggregation"],
         }
         self.encoder = HGNNEncoder(**self.encoder_args)
         self.inference_fanouts = list(config["inference_fanouts"] or config["fanouts"])
-        self.margin = config["margin"]
+        self.link_loss = config["link_loss"]
+        if self.link_loss not in ("margin", "infonce"):
+            raise ConfigError(f"link_loss '{self.link_loss}' unknown: choose margin (the papers') or infonce.")
+        self.margin, self.temperature, self.logq = config["margin"], config["temperature"], config["logq_correction"]
+        # log of each item's share of positive endpoints (in-batch candidates) and of a uniform draw
+        degree = torch.bincount(self.graph.edge_index[0], minlength=self.n_items).double().clamp(min=1)
+        self.register_buffer("log_positive_share", (degree / degree.sum()).log().float(), persistent=False)
+        self.log_uniform_share = -float(torch.log(torch.tensor(self.n_items - 1.0)))
 
     def calculate_loss(self, batch: LinkBatch):
         z = self.encoder(self.text_features, batch.blocks)  # embeddings of batch.nodes
@@ -52,9 +61,27 @@ class HGNN(HistoryMeanRecommender):
             z.index_select(0, torch.searchsorted(batch.nodes, ids.flatten())) for ids in (batch.anchor, batch.positive, batch.negative)
         )
         z_n = z_n.view(*batch.negative.shape, -1)  # [B, K, d]
-        positive_score = (z_a * z_p).sum(-1, keepdim=True)  # [B, 1]
-        negative_score = torch.einsum("bd,bkd->bk", z_a, z_n)  # [B, K]
-        return F.relu(negative_score - positive_score + self.margin).mean()
+        if self.link_loss == "margin":
+            positive_score = (z_a * z_p).sum(-1, keepdim=True)  # [B, 1]
+            negative_score = torch.einsum("bd,bkd->bk", z_a, z_n)  # [B, K]
+            return F.relu(negative_score - positive_score + self.margin).mean()
+        return self.infonce(batch, z_a, z_p, z_n)
+
+    def infonce(self, batch: LinkBatch, z_a, z_p, z_n) -> torch.Tensor:
+        """Softmax over [the batch's positives ; the anchor's random negatives], the own positive the label."""
+        in_batch = z_a @ z_p.T / self.temperature  # [B, B]
+        negative = torch.einsum("bd,bkd->bk", z_a, z_n) / self.temperature  # [B, K]
+        if self.logq:
+            in_batch = in_batch - self.log_positive_share[batch.positive].unsqueeze(0)
+            negative = negative - self.log_uniform_share
+        rows = torch.arange(len(batch.anchor), device=in_batch.device)
+        # a candidate that is the row's own positive item (a duplicate edge end, or a negative that
+        # happens to be it) is no negative: masked
+        same = batch.positive.unsqueeze(0) == batch.positive.unsqueeze(1)
+        same[rows, rows] = False
+        in_batch = in_batch.masked_fill(same | (batch.positive.unsqueeze(0) == batch.anchor.unsqueeze(1)), -torch.inf)
+        negative = negative.masked_fill(batch.negative == batch.positive.unsqueeze(1), -torch.inf)
+        return F.cross_entropy(torch.cat([in_batch, negative], dim=1), rows)
 
     @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:

@@ -1,0 +1,51 @@
+"""Propagation: the parameter-free foundation, item texts smoothed over the co-interaction graph.
+
+The strong baseline for "what does learning add" (SGC, Wu et al. 2019; SIGN, Rossi et al. 2020):
+K hops of mean aggregation over every relation of the co-interaction graph, self included,
+
+    Z = normalize((D~^-1 (A + I))^K X)
+
+computed in seconds, with nothing to train (:class:`recbole_gfm.encoders.PropagationEncoder`). An
+item without edges keeps its own text, so new items need no retraining either. As a recommender
+(validation, a reference row), a user is the mean of their history's vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.utils import ModelType
+
+from recbole_gfm.data.dataset import MultiTypeDataset
+from recbole_gfm.data.graph import build_cointeraction_graph
+from recbole_gfm.data.link_loader import sample_blocks
+from recbole_gfm.data.text import item_text_embeddings
+from recbole_gfm.encoders import PropagationEncoder
+from recbole_gfm.model.history_mean import HistoryMeanRecommender
+
+
+class Propagation(HistoryMeanRecommender):
+    """Item vectors: the texts averaged over ``propagation_hops`` hops of the co-interaction graph."""
+
+    type = ModelType.TRADITIONAL  # RecBole's TraditionalTrainer: one pass, nothing to fit
+    dataset_class = MultiTypeDataset
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        graph = build_cointeraction_graph(config, dataset)
+        self.csrs = [graph.relation_csr(r) for r in range(graph.num_relations)]
+        self.register_buffer("text_features", item_text_embeddings(config, dataset), persistent=False)
+        self.encoder_args = {"kind": PropagationEncoder.kind, "n_layers": config["propagation_hops"]}
+        self.encoder = PropagationEncoder(config["propagation_hops"])
+        self.fake_loss = torch.nn.Parameter(torch.zeros(1))  # RecBole's Trainer needs a parameter to step
+
+    def calculate_loss(self, interaction):
+        return torch.nn.Parameter(torch.zeros(1))
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """Every item's vector over its whole neighbourhood (fan-out 0: every neighbour, every hop)."""
+        items = torch.arange(self.n_items, device="cpu")  # sampling runs where the graph lives
+        blocks = sample_blocks(self.csrs, items, [0] * self.encoder.n_layers)
+        z = self.encoder(self.text_features, [block.to(self.device) for block in blocks])
+        z[0] = 0  # padding item
+        return z

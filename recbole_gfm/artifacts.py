@@ -1,4 +1,4 @@
-"""Atomic files, fingerprints and version stamps: what makes a result or a cache trustworthy.
+"""Atomic files, fingerprints, version stamps and content hashes: what makes a result or a cache trustworthy.
 
 Everything the plugin persists (results, caches, foundation embeddings) goes through
 :func:`atomic_write`, so a crash never leaves a half-written file under a name a later run reads,
@@ -6,6 +6,25 @@ and is named by :func:`fingerprint` of what produced it, so a stale file is neve
 fresh one. One policy for every such key: the settings that can change a number
 (:func:`settings_fingerprint`), the data, the code as parsed (:func:`code_fingerprint`) and the
 versions of the packages whose numerics matter (:func:`package_versions`).
+
+**Integrity.** Every file the plugin writes carries the sha256 of its content, checked before its
+content is used; a failed check raises :class:`CorruptArtifactError` naming the file. Where the hash
+lives, by kind of file:
+
+- JSON (results, benchmark cells, search trials, the foundation's ``meta.json``): a ``sha256`` key
+  over the rest of the mapping (:func:`write_json` / :func:`read_json`).
+- safetensors (the text-embedding cache, the foundation's ``embeddings`` and ``encoder``): a
+  ``sha256`` entry of the file's own header metadata, over the rest of the header and the tensor
+  bytes (:func:`write_safetensors` / :func:`read_safetensors`), so a copied file stays checkable.
+  The foundation's ``meta.json`` also lists these hashes (``files``), binding the folder together.
+- checkpoints (``saved/<Model>-<time>.pth``): a sidecar ``<file>.sha256`` in ``sha256sum`` format,
+  over the whole file (:func:`write_sidecar` / :func:`verify_sidecar`), checked before ``torch.load``
+  unpickles a byte of it; ``sha256sum -c`` checks it too, and the ``.pth`` stays a plain torch file.
+- per-user vectors (``.npz``): a ``sha256`` member over the other members
+  (:mod:`recbole_gfm.per_user`).
+
+What a failed check leads to is the reader's choice: a cache (text embeddings, foundation artifact)
+is named in one warning and rebuilt; a result or checkpoint is an error saying what to do.
 """
 
 from __future__ import annotations
@@ -16,6 +35,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Iterable, Iterator
@@ -70,7 +90,7 @@ class CorruptArtifactError(ValueError):
     """A file we wrote fails its integrity check (truncated, overwritten, edited)."""
 
     def __init__(self, path: str, problem: str):
-        self.path = path
+        self.path, self.problem = path, problem
         super().__init__(f"{path}: {problem}")
 
 
@@ -109,6 +129,93 @@ def read_json(path: str) -> dict[str, Any]:
     if content_hash(_canonical(data)) != expected:
         raise CorruptArtifactError(path, "its content does not match its sha256 hash: the file was changed or damaged")
     return data
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+SIDECAR_SUFFIX = ".sha256"
+
+
+def write_sidecar(path: str, digest: str) -> None:
+    """Write ``<path>.sha256`` in ``sha256sum``'s format (``<hex>  <file name>``), atomically."""
+    with atomic_write(path + SIDECAR_SUFFIX, "w") as f:
+        f.write(f"{digest}  {os.path.basename(path)}\n")
+
+
+def verify_sidecar(path: str, advice: str) -> None:
+    """Check ``path`` against its ``<path>.sha256``; :class:`CorruptArtifactError` ending in ``advice`` if not."""
+    sidecar = path + SIDECAR_SUFFIX
+    if not os.path.isfile(sidecar):
+        raise CorruptArtifactError(
+            path, f"no {os.path.basename(sidecar)} beside it, so it cannot be checked: written by something else or "
+            f"before recbole-gfm hashed it, or its hash file was lost. {advice}"
+        )  # fmt: skip
+    with open(sidecar, encoding="utf-8", errors="replace") as f:
+        expected = f.read().split(maxsplit=1)[:1]
+    if not expected or len(expected[0]) != 64:
+        raise CorruptArtifactError(path, f"its hash file {sidecar} is damaged (no sha256 in it). {advice}")
+    if file_sha256(path) != expected[0].lower():
+        raise CorruptArtifactError(path, f"its content does not match {sidecar}: the file was changed or damaged. {advice}")
+
+
+def _safetensors_digest(path: str, blob: bytes) -> tuple[str, dict[str, str]]:
+    """(sha256 of the file without its hash entry, its header metadata).
+
+    The header is read by hand (8-byte little-endian length, then JSON: the format's spec) because
+    safetensors has no call that returns a header from bytes without also loading the tensors.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    try:
+        header = json.loads(blob[8 : 8 + size])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptArtifactError(path, f"not a safetensors file ({e}): the file is truncated or damaged") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+        raise CorruptArtifactError(path, "not a safetensors file (its header is not a mapping): the file is damaged")
+    metadata = dict(header.get("__metadata__") or {})
+    header["__metadata__"] = {k: v for k, v in metadata.items() if k != INTEGRITY_KEY}
+    return content_hash(_canonical(header) + blob[8 + size :]), metadata
+
+
+def write_safetensors(path: str, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> str:
+    """Write torch ``tensors`` as safetensors, atomically, its sha256 in its own metadata; return the hash."""
+    from safetensors.torch import save
+
+    metadata = dict(metadata or {})
+    digest, _ = _safetensors_digest(path, save(tensors, metadata=metadata))
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata={**metadata, INTEGRITY_KEY: digest}))
+    return digest
+
+
+def read_safetensors(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(tensors, metadata) of a file :func:`write_safetensors` wrote, its hash checked before it is loaded.
+
+    Raises :class:`CorruptArtifactError` naming the file when it is truncated, changed or has no hash.
+    """
+    from safetensors.torch import load
+
+    with open(path, "rb") as f:
+        blob = f.read()
+    digest, metadata = _safetensors_digest(path, blob)
+    if INTEGRITY_KEY not in metadata:
+        raise CorruptArtifactError(path, f"no '{INTEGRITY_KEY}' content hash: not a file recbole-gfm wrote, or damaged")
+    if digest != metadata[INTEGRITY_KEY]:
+        raise CorruptArtifactError(path, "its content does not match its sha256 hash: the file was changed or damaged")
+    return load(blob), metadata
+
+
+def move_aside(path: str) -> str:
+    """Rename a damaged file or folder to ``<path>.corrupt-<time>`` (kept for inspection); return the new name."""
+    aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
+    os.rename(path, aside)
+    return aside
 
 
 def fingerprint(*parts: Any, length: int = 16) -> str:

@@ -6,6 +6,12 @@ future RecBole release that mends the problem is left alone) and records its nam
 ``pandas<3``: under copy-on-write RecBole's chained ``fillna(inplace=True)`` silently does
 nothing, and the places it happens are in the middle of long loader methods.
 
+Checkpoints: the plugin's ``Trainer._save_checkpoint`` writes plain data (torch >= 2.6 loads it
+with ``weights_only=True``) atomically, with its sha256 in a sidecar ``<file>.sha256``, and RecBole's
+``Trainer.evaluate(load_best_model=True)`` / ``resume_checkpoint`` check that hash before
+``torch.load`` reads the file (:func:`verify_checkpoint`); :func:`load_checkpoint` does the same for
+the plugin's own readers. On torch < 2.6 RecBole's own writer is kept, and its checkpoints unchecked.
+
 Besides the stack fixes, one model fix: RecBole's ``Pop`` counts an item at most once per training
 batch (and counts sampled negatives), so its scores depend on batch size and seed; see
 :func:`_pop_init`. RecBole's other non-gradient models were audited for the same kind of fault
@@ -26,7 +32,9 @@ batch (and counts sampled negatives), so its scores depend on batch size and see
 
 from __future__ import annotations
 
+import io
 import numbers
+import os
 import warnings
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +42,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from recbole_gfm.artifacts import atomic_write, content_hash, verify_sidecar, write_sidecar
 
 APPLIED: list[str] = []
 _done = False
@@ -139,7 +149,8 @@ def _load_other_parameter(self, para):
 
 
 def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-    """Trainer._save_checkpoint writing only plain data, so torch>=2.6 loads it with weights_only=True.
+    """Trainer._save_checkpoint writing only plain data, so torch>=2.6 loads it with weights_only=True,
+    atomically and hashed (:func:`save_checkpoint`).
 
     RecBole pickles its whole Config into the checkpoint; we store it as a plain dict instead
     (``resume_checkpoint`` only reads ``checkpoint['config']['model']``).
@@ -160,9 +171,56 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         "other_parameter": encode_other_parameter(self.model.other_parameter()),
         "optimizer": self.optimizer.state_dict(),
     }
-    torch.save(state, saved_model_file)  # default protocol: the weights-only unpickler rejects 4
+    save_checkpoint(state, saved_model_file)
     if verbose:
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+CHECKPOINT_ADVICE = "Train the model again, or restore the file and its .sha256 from a copy."
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """``torch.save`` plain-data ``state`` to ``path`` atomically, its sha256 in ``<path>.sha256``.
+
+    The checkpoint is replaced before its hash file: a crash between the two leaves a pair that
+    fails the check (an error), never a damaged checkpoint that passes it.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # default protocol: the weights-only unpickler rejects 4
+    data = buffer.getvalue()
+    with atomic_write(path) as f:
+        f.write(data)
+    write_sidecar(path, content_hash(data))
+
+
+def verify_checkpoint(path: str) -> None:
+    """Check a checkpoint against its ``<path>.sha256`` before anything unpickles it.
+
+    Raises :class:`~recbole_gfm.artifacts.CorruptArtifactError` naming the file and what to do when
+    the file was changed or truncated, or has no hash file; ``FileNotFoundError`` when it is missing.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    verify_sidecar(path, CHECKPOINT_ADVICE)
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint the plugin wrote, checked (:func:`verify_checkpoint`), then loaded weights-only."""
+    verify_checkpoint(path)
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+    """Trainer.evaluate, the checkpoint it is asked to load checked first."""
+    if eval_data and load_best_model:
+        verify_checkpoint(model_file or self.saved_model_file)
+    return _recbole_evaluate(self, eval_data, load_best_model, model_file, show_progress)
+
+
+def _resume_checkpoint(self, resume_file):
+    """Trainer.resume_checkpoint, the checkpoint checked first."""
+    verify_checkpoint(str(resume_file))
+    return _recbole_resume_checkpoint(self, resume_file)
 
 
 def _pop_miscounts() -> bool:
@@ -209,12 +267,12 @@ def _pop_calculate_loss(self, interaction) -> torch.Tensor:
     return torch.nn.Parameter(torch.zeros(1)).to(self.device)
 
 
-_recbole_pop_init = None
+_recbole_pop_init = _recbole_evaluate = _recbole_resume_checkpoint = None
 
 
 def apply() -> None:
     """Apply every fix that this environment still needs (idempotent)."""
-    global _done, _recbole_pop_init
+    global _done, _recbole_pop_init, _recbole_evaluate, _recbole_resume_checkpoint
     if _done:
         return
     from recbole.config import Config
@@ -244,6 +302,10 @@ def apply() -> None:
         Trainer._save_checkpoint = _save_checkpoint
         AbstractRecommender.load_other_parameter = _load_other_parameter
         APPLIED.append("torch-weights-only-checkpoint")
+    if Trainer._save_checkpoint is _save_checkpoint:  # the plugin writes hashed checkpoints: check them on load
+        _recbole_evaluate, _recbole_resume_checkpoint = Trainer.evaluate, Trainer.resume_checkpoint
+        Trainer.evaluate, Trainer.resume_checkpoint = _evaluate, _resume_checkpoint
+        APPLIED.append("checkpoint-sha256")
     if _pop_miscounts():
         from recbole.model.general_recommender import Pop
 

@@ -3,11 +3,15 @@
 The foundation (item embeddings from the co-interaction graph and the item texts) is trained
 rarely and reused by every adapter run (2403.07478, section 3). Its artifact is a folder
 ``<cache_dir>/foundation/<dataset>-<fingerprint>/`` holding ``embeddings.safetensors``,
-``encoder.safetensors`` and ``meta.json`` (fingerprint, item-id order, settings, versions), written
-atomically. The fingerprint follows the project's one policy (:mod:`recbole_gfm.artifacts`):
-every resolved setting that can change a number, the train split and the item texts, the text
-encoder's identity (its files' hash), the code as parsed and the versions that matter. A second run
-with the same inputs reuses the artifact; a stale one is never read.
+``encoder.safetensors`` and ``meta.json`` (fingerprint, item-id order, settings, versions, and the
+sha256 of the two other files), written atomically. Every read checks the hashes
+(:mod:`recbole_gfm.artifacts`): :func:`is_complete` moves a damaged artifact aside with one warning,
+so the run trains it again; the loaders raise :class:`CorruptArtifactError` naming the file.
+
+The fingerprint follows the project's one policy (:mod:`recbole_gfm.artifacts`): every resolved
+setting that can change a number, the train split and the item texts, the text encoder's identity
+(its files' hash), the code as parsed and the versions that matter. A second run with the same
+inputs reuses the artifact; a stale one is never read.
 
 This module imports neither the pipeline nor the models: the run (:mod:`recbole_gfm.quick_start`)
 trains a missing foundation before it builds the model that reads it.
@@ -16,7 +20,6 @@ trains a missing foundation before it builds the model that reads it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -24,9 +27,20 @@ from logging import getLogger
 
 import torch
 from recbole.utils import set_color
-from safetensors.torch import load_file, save_file
 
-from recbole_gfm.artifacts import code_fingerprint, fingerprint, package_versions, settings_fingerprint
+from recbole_gfm.artifacts import (
+    INTEGRITY_KEY,
+    CorruptArtifactError,
+    code_fingerprint,
+    fingerprint,
+    move_aside,
+    package_versions,
+    read_json,
+    read_safetensors,
+    settings_fingerprint,
+    write_json,
+    write_safetensors,
+)
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
 from recbole_gfm.data.text import encoder_identity
@@ -41,6 +55,12 @@ FOUNDATION_CODE = (
 FOUNDATION_PACKAGES = ("torch", "torch-geometric", "recbole", "numpy", "scipy", "sentence-transformers")
 # Keys of a downstream model that name its foundation rather than shape it.
 _DOWNSTREAM_KEYS = ("foundation", "foundation_path")
+# The artifact's files besides meta.json, whose sha256 meta.json lists under "files".
+_TENSOR_FILES = ("embeddings.safetensors", "encoder.safetensors")
+_DAMAGED = (
+    "The foundation artifact {path} is damaged. Run again: the run moves it aside and trains the foundation "
+    "again (or delete the folder; for a saved GFM checkpoint: python run_recbole_gfm.py --prepare_foundation=<checkpoint>)."
+)
 
 
 def foundation_config(config) -> Config:
@@ -135,11 +155,13 @@ def save_foundation(
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
-        save_file({"item_embeddings": embeddings.detach().cpu().contiguous()}, os.path.join(tmp, "embeddings.safetensors"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, os.path.join(tmp, "encoder.safetensors"))
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(to_plain(meta), f, indent=2)
-        if os.path.isdir(path):  # an identical artifact from a concurrent or earlier run
+        tensors = {
+            "embeddings.safetensors": {"item_embeddings": embeddings.detach().cpu().contiguous()},
+            "encoder.safetensors": {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
+        }
+        meta["files"] = {name: write_safetensors(os.path.join(tmp, name), tensors[name]) for name in _TENSOR_FILES}
+        write_json(os.path.join(tmp, "meta.json"), to_plain(meta))
+        if is_complete(path):  # an identical artifact from a concurrent or earlier run (a damaged one is moved aside)
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, path)
@@ -150,24 +172,68 @@ def save_foundation(
     return path
 
 
+def _read_artifact(path: str) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    """(meta, tensors of each file) of an artifact folder, every file checked against its hash.
+
+    Raises :class:`CorruptArtifactError` naming the first file that is missing, truncated, changed,
+    or not the one ``meta.json`` lists.
+    """
+    meta_file = os.path.join(path, "meta.json")
+    if not os.path.isfile(meta_file):
+        raise CorruptArtifactError(meta_file, "missing")
+    meta = read_json(meta_file)
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != set(_TENSOR_FILES):
+        raise CorruptArtifactError(meta_file, f"lists no sha256 of {', '.join(_TENSOR_FILES)}")
+    tensors = {}
+    for name in _TENSOR_FILES:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise CorruptArtifactError(file, "missing")
+        tensors[name], metadata = read_safetensors(file)
+        if metadata[INTEGRITY_KEY] != files[name]:
+            raise CorruptArtifactError(file, "is not the file meta.json lists (another sha256)")
+    return meta, tensors
+
+
+def _checked_artifact(path: str) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    """:func:`_read_artifact` for a loader: a damaged artifact's error also says what to do."""
+    try:
+        return _read_artifact(path)
+    except CorruptArtifactError as e:
+        raise CorruptArtifactError(e.path, f"{e.problem}. {_DAMAGED.format(path=path)}") from None
+
+
 def foundation_meta(path: str) -> dict:
-    """The artifact's ``meta.json``."""
-    with open(os.path.join(path, "meta.json")) as f:
-        return json.load(f)
+    """The artifact's ``meta.json``, after every file of the artifact passed its check."""
+    return _checked_artifact(path)[0]
 
 
 def is_complete(path: str) -> bool:
-    return all(os.path.isfile(os.path.join(path, name)) for name in ("meta.json", "embeddings.safetensors", "encoder.safetensors"))
+    """True when the artifact folder exists and every file passes its check.
+
+    A folder that fails (a file missing, truncated, changed) is moved aside to
+    ``<path>.corrupt-<time>`` with one warning naming the file, so the caller can write it again.
+    """
+    if not os.path.isdir(path):
+        return False
+    try:
+        _read_artifact(path)
+    except CorruptArtifactError as e:
+        aside = move_aside(path)
+        getLogger().warning(f"foundation artifact: {e}; moved {path} aside to {aside}, to be made again")
+        return False
+    return True
 
 
 def load_foundation(path: str, dataset) -> torch.Tensor:
     """Item embeddings [n_items, d] from an artifact folder, checked against ``dataset``'s catalogue."""
-    if not path or not is_complete(path):
+    if not path or not os.path.isfile(os.path.join(path, "meta.json")):
         raise ConfigError(
             f"Foundation artifact '{path}' is incomplete or missing (expected meta.json, embeddings.safetensors and "
             "encoder.safetensors). Runs through run_recbole_gfm.py prepare it; or point foundation_path at an artifact folder."
         )
-    meta = foundation_meta(path)
+    meta, tensors = _checked_artifact(path)
     tokens = item_tokens(dataset)
     if meta["item_tokens"] != tokens:
         first = next((i for i, (a, b) in enumerate(zip(meta["item_tokens"], tokens)) if a != b), min(len(tokens), len(meta["item_tokens"])))
@@ -176,13 +242,14 @@ def load_foundation(path: str, dataset) -> torch.Tensor:
             f"this dataset has {len(tokens)}; first difference at internal id {first}). Remove foundation_path "
             "to train a foundation for this dataset, or point it at the artifact made from this dataset."
         )
-    return load_file(os.path.join(path, "embeddings.safetensors"))["item_embeddings"]
+    return tensors["embeddings.safetensors"]["item_embeddings"]
 
 
 def load_encoder(path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The trained encoder of an artifact, in eval mode, on ``device``."""
-    encoder = build_encoder(foundation_meta(path)["encoder_args"])
-    encoder.load_state_dict(load_file(os.path.join(path, "encoder.safetensors")))
+    meta, tensors = _checked_artifact(path)
+    encoder = build_encoder(meta["encoder_args"])
+    encoder.load_state_dict(tensors["encoder.safetensors"])
     return encoder.to(device).eval()
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from recbole.utils import init_seed
 
+from recbole_gfm.compat import load_checkpoint
 from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data.text import encode_texts
 from recbole_gfm.foundation import dataset_fingerprint, embed_new_items, is_complete
@@ -116,7 +117,7 @@ def rebuild_run(checkpoint_file: str, device: str | None = None):
 
     The split is rebuilt through the plugin's protocol and must be the one recorded at training time.
     """
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(checkpoint_file)
     settings = checkpoint["config"]
     if settings["model"] != "GFM":
         raise ConfigError(f"{checkpoint_file} holds a {settings['model']} model; Recommender serves GFM runs.")

@@ -17,6 +17,7 @@ def test_every_fix_this_stack_needs_is_applied():
         "scipy-dok-update",
         "sine-anomaly-detection-off",
         "torch-weights-only-checkpoint",
+        "checkpoint-sha256",
         "pop-counts-train-interactions",
     ]
 

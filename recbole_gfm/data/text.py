@@ -9,6 +9,8 @@ model name or local folder works too.
 Encodings are cached as ``<cache_dir>/text_embeddings/<fingerprint>.safetensors``, keyed by the model
 identity (a hash of a local model's files, or a hub name with its resolved revision), the
 normalisation setting and the exact texts, and written atomically: a second run encodes nothing.
+A cache file carries its own sha256 (:func:`recbole_gfm.artifacts.write_safetensors`); one that fails
+the check (truncated, overwritten) is named in a warning and encoded again.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from typing import Any, Sequence
 
 import torch
 from recbole.utils import set_color
-from safetensors.torch import load_file, save
 
-from recbole_gfm.artifacts import atomic_write, fingerprint
+from recbole_gfm.artifacts import CorruptArtifactError, fingerprint, read_safetensors, write_safetensors
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}")
@@ -120,8 +121,13 @@ def encode_texts(
     if cache_dir and resolved:
         path = _cache_path(cache_dir, identity, normalize, digest, len(texts))
         if os.path.isfile(path):
-            getLogger().info(set_color("text embeddings", "green") + f": {len(texts)} read from the cache {path}")
-            return load_file(path)["embeddings"]
+            try:
+                cached = read_safetensors(path)[0]["embeddings"]
+            except CorruptArtifactError as e:
+                getLogger().warning(f"text embeddings: the cache {e}; encoding the texts again to replace it")
+            else:
+                getLogger().info(set_color("text embeddings", "green") + f": {len(texts)} read from the cache {path}")
+                return cached
 
     encoder = _load_encoder(model, device)
     unique = sorted(set(texts))
@@ -147,8 +153,7 @@ def encode_texts(
             identity = encoder_identity(model)
         path = _cache_path(cache_dir, identity, normalize, digest, len(texts))
         metadata = {"model": model, "identity": str(identity), "normalize": str(normalize)}
-        with atomic_write(path) as f:
-            f.write(save({"embeddings": embeddings}, metadata=metadata))
+        write_safetensors(path, {"embeddings": embeddings}, metadata)
     return embeddings
 
 

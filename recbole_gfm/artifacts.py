@@ -187,7 +187,8 @@ def write_safetensors(path: str, tensors: dict[str, Any], metadata: dict[str, st
     """Write torch ``tensors`` as safetensors, atomically, its sha256 in its own metadata; return the hash."""
     from safetensors.torch import save
 
-    metadata = dict(metadata or {})
+    # never empty: safetensors 0.x writes a malformed header for no tensors and empty metadata
+    metadata = {"format": "pt", **(metadata or {})}
     digest, _ = _safetensors_digest(path, save(tensors, metadata=metadata))
     with atomic_write(path) as f:
         f.write(save(tensors, metadata={**metadata, INTEGRITY_KEY: digest}))

@@ -176,3 +176,24 @@ def test_gfm_never_trains_a_foundation_itself(typed_slice, workdir):
         GFM(config, train_data.dataset)
 
 
+
+
+def test_cold_item_prob_shows_the_item_tower_the_no_edge_foundation_vectors(typed_slice, workdir, monkeypatch):
+    from recbole_gfm.data.text import item_text_embeddings
+    from recbole_gfm.foundation import embed_new_items
+
+    config, train_data, _, model = build(typed_slice, cold_item_prob=1.0)
+    text = item_text_embeddings(config, train_data.dataset)
+    expected = embed_new_items(model.foundation_path, text)
+    assert torch.allclose(model.cold_content[1:, :128], expected[1:], atol=1e-6)
+    assert torch.equal(model.cold_content[:, 128:], model.content[:, 128:])  # the text part is the same
+    assert not torch.allclose(model.cold_content[1:, :128], model.content[1:, :128])  # warm items differ
+    seen = {}
+    original = GFM.item_input
+    monkeypatch.setattr(GFM, "item_input", lambda self, items, cold=None: seen.setdefault("x", original(self, items, cold)))
+    batch = next(iter(train_data))
+    model.calculate_loss(batch)
+    items = batch["item_id"]
+    assert torch.allclose(seen["x"][:, : model.content.shape[1]], model.cold_content[items])
+    _, _, _, plain = build(typed_slice)
+    assert plain.cold_item_prob == 0.0 and not hasattr(plain, "cold_content")

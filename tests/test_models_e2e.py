@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import pytest
 import torch
 
 from conftest import typed_overrides
@@ -64,3 +65,45 @@ def test_gfm_trains_its_foundation_once_then_reuses_it(typed_slice, workdir, mon
     monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", no_second_foundation_run)
     second = run("GFM", typed_slice["dataset"], config_dict=settings)
     assert second["test_result"] == first["test_result"], "same seed, same numbers, cache warm or cold"
+
+
+def test_infonce_link_loss_is_the_softmax_over_in_batch_and_random_candidates(typed_slice, workdir):
+    from recbole.utils import init_seed
+
+    from recbole_gfm.config import Config
+    from recbole_gfm.model.hgnn import HGNN
+    from recbole_gfm.protocol import data_preparation
+    from recbole_gfm.quick_start import create_dataset, training_data
+
+    config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(
+        typed_slice, link_loss="infonce", train_batch_size=32, num_negatives=3, aggregation="attention"))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = HGNN(config, train_data.dataset)
+    batch = next(iter(training_data(config, train_data)))
+    z = model.encoder(model.text_features, batch.blocks)
+    at = lambda ids: z[torch.searchsorted(batch.nodes, ids)]  # noqa: E731
+    loss = 0.0
+    for i in range(len(batch)):
+        logits = []
+        for j in range(len(batch)):  # the other rows' positives, minus copies of the own positive or the anchor
+            if j == i or (batch.positive[j] != batch.positive[i] and batch.positive[j] != batch.anchor[i]):
+                logits.append(float(at(batch.anchor[i]) @ at(batch.positive[j])) / 0.1 - float(model.log_positive_share[batch.positive[j]]))
+        for n in batch.negative[i]:
+            if n != batch.positive[i]:
+                logits.append(float(at(batch.anchor[i]) @ at(n)) / 0.1 + math.log(model.n_items - 1))
+        own = float(at(batch.anchor[i]) @ at(batch.positive[i])) / 0.1 - float(model.log_positive_share[batch.positive[i]])
+        loss += -own + math.log(sum(math.exp(v) for v in logits))
+    assert model.calculate_loss(batch).item() == pytest.approx(loss / len(batch), rel=1e-4)
+
+
+def test_gfm_on_the_propagation_foundation_reads_the_smoothed_texts(typed_slice, workdir):
+    from safetensors.torch import load_file
+
+    settings = typed_overrides(typed_slice, foundation={"model": "Propagation", "propagation_hops": 1})
+    record = run("GFM", typed_slice["dataset"], config_dict=settings)
+    assert finite_metrics(record["test_result"]) and record["foundation_train_time_s"] < 60
+    meta = json.load(open(os.path.join(record["foundation_path"], "meta.json")))
+    assert meta["encoder_args"] == {"kind": "propagation", "n_layers": 1} and meta["embedding_shape"][1] == 384
+    vectors = load_file(os.path.join(record["foundation_path"], "embeddings.safetensors"))["item_embeddings"]
+    assert torch.allclose(vectors[1:].norm(dim=1)[vectors[1:].norm(dim=1) > 0], torch.tensor(1.0), atol=1e-5)

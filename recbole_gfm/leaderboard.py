@@ -11,9 +11,15 @@ it again: a damaged file is never read as a result.
 **The board** (:func:`write_leaderboard`) is built from every finished cell of the folder, so two
 benchmark files writing into one folder do not hide each other's rows: the current file's rows
 first (a row is its label on a dataset, with the fingerprint of its resolved settings), then the
-rows of other files. Cells of a current label with another fingerprint (older settings, data or
-code: stale) are not mixed into the row but counted under the table; of another file's label,
-the fingerprint with the newest cell makes the row.
+rows of other files (shown, not in the significance tests). Cells of a current label with another
+fingerprint (older settings, data or code: stale) are not mixed into the row but counted under the
+table; of another file's label, the fingerprint with the newest cell makes the row.
+
+**Significance** (:mod:`recbole_gfm.significance`): per dataset and metric column, each row of the
+file against the best other row and against the file's ``reference`` row, paired by (seed, user)
+over the per-user files, Holm-corrected; markers from the paired t-test in the table, every p-value
+(t-test and Wilcoxon, raw and Holm) in ``significance.csv``, the test named under the table. Rows
+scored on different users are compared on the cases they share, and the table says so.
 
 Files: ``leaderboard.md`` (one table per dataset, significance markers, notes), ``leaderboard.csv``
 (means and stds), ``significance.csv`` (every comparison's p-values), ``leaderboard.png``, and
@@ -280,7 +286,8 @@ def write_leaderboard(bench: Benchmark) -> dict[str, str]:
     type_columns = bench.type_columns or columns[:1]
     summaries = {(r.dataset, r.label): summarise(r.records) for r in rows if r.cells}
     datasets = list(dict.fromkeys(r.dataset for r in rows))
-    tests = {d: significance([r for r in rows if r.dataset == d], columns, bench.reference) for d in datasets}
+    # tests among this file's rows: another file's row (other seeds, say) must not shrink their common cases
+    tests = {d: significance([r for r in rows if r.dataset == d and r.row is not None], columns, bench.reference) for d in datasets}
 
     md = io.StringIO()
     md.write(
@@ -362,7 +369,7 @@ def _notes(dataset: str, rows: list[BoardRow], result: DatasetSignificance, colu
             "not a converged result; raise the limit (max_epochs / epochs)."
         )
     if any(r.row is None for r in mine):
-        notes.append("\\* rows of other benchmark files that write into this folder (seeds: cells found).")
+        notes.append("\\* rows of other benchmark files that write into this folder (seeds: cells found); not in the tests.")
     stale = [f"{r.label} {r.stale}" for r in mine if r.stale]
     if stale:
         notes.append(
@@ -376,7 +383,7 @@ def _write_csv(path: str, rows: list[BoardRow], summaries: dict) -> None:
     keys = list(dict.fromkeys(k for s in summaries.values() for k in s))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["dataset", "model", "seeds", "epochs_trained", "best_epoch", "capped", "epochs_limit", "epochs_capped_from",
+    writer.writerow(["dataset", "model", "seeds", "epochs_trained", "best_epoch_from_1", "capped", "epochs_limit", "epochs_capped_from",
                      "tuned_trials", "stale_cells", "config_fingerprint", *[f"{k}_{s}" for k in keys for s in ("mean", "std")],
                      "versions"])  # fmt: skip
     for row in rows:

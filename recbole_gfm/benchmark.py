@@ -1,11 +1,13 @@
-"""Leaderboards: a grid of models x datasets x seeds from one YAML file, resumable cell by cell.
+"""Leaderboards: a grid of models x datasets x seeds from one YAML file, tuned, resumable, one lock per board.
 
 Every cell is one :func:`recbole_gfm.quick_start.run` in its own Python process (a crash or a memory
 blow-up loses one cell, and every cell starts from a clean RNG state). A finished cell is stored
-atomically as ``<output_dir>/cells/<model>__<dataset>__seed<seed>__<fingerprint>.json``; the
-fingerprint covers the fully resolved config, the dataset's files, this package's code and the
-package versions, so a re-run skips exactly the cells whose inputs have not changed, and a killed
-run loses nothing finished.
+atomically as ``<output_dir>/cells/<label>__<dataset>__seed<seed>__<fingerprint>.json`` (its run
+record, with a sha256 content hash) and ``<same name>.per_user.npz`` (its per-user test metric
+values, for significance tests afterwards; :mod:`recbole_gfm.leaderboard`). The fingerprint covers
+the fully resolved config, the dataset's files, this package's code and the package versions, so a
+re-run skips exactly the cells whose inputs have not changed, a killed run loses nothing finished,
+and a damaged cell is named in a warning, moved aside (``*.corrupt``) and run again.
 
 Benchmark file (paths relative to the file; a model is one line under ``models``)::
 
@@ -16,66 +18,140 @@ Benchmark file (paths relative to the file; a model is one line under ``models``
     models:                            # label: settings for that model (model: Name if label differs)
       Pop: {}
       LightGCN: {learning_rate: 0.002, max_epochs: 10}   # a row's own cap overrides the file's
+      GFM-noGNN: {model: GFM, use_foundation: False}
     seeds: [2020, 2021]
-    max_epochs: 5                      # optional cap; capped cells are marked in the table
+    max_epochs: 5                      # optional cap; rows that reach it are marked "capped" in the table
     columns: [hit@10, ndcg@10]         # leaderboard metrics (default: every overall metric)
     type_columns: [hit@10]             # metrics shown per item type, warm and cold (default: first column)
+    reference: GFM-noGNN               # optional: every row is also tested against this row
+    search:                            # optional: budget-matched tuning (recbole_gfm.search)
+      trials: 8                        # one budget for every row that has a space
+      seed: 2020                       # the trials' seed (default: the first of seeds)
+      metric: ndcg@10                  # validation metric to optimise (default: each row's valid_metric)
+      startup_trials: 10               # TPE's first random trials (default: Optuna's 10)
+      spaces:                          # label: {setting: {choice | uniform | loguniform | int: values}}
+        LightGCN: {learning_rate: {loguniform: [1.0e-4, 1.0e-2]}, n_layers: {choice: [1, 2, 3]}}
     output_dir: results/benchmark/quick  # default: results/benchmark/<file name>
+
+A row with a space is tuned first: ``search.trials`` runs scored on the validation split only (the
+test split is never evaluated during the search), each stored as ``<output_dir>/search/<label>__
+<dataset>__trial<k>__<study>.json``; the best trial's settings then make the row's seed cells.
+
+Before running anything the whole file is checked: every cell's config resolves, the dataset files
+exist, known incompatible combinations (a sequential model under a random-order split, a time
+ordered split without the time field, a knowledge model without its graph files) and every search
+space key are caught, each error naming the file, the row and the fix. Only one run of a board at
+a time: ``<output_dir>/.lock`` (``fcntl.flock``) holds the owner's pid. Child processes die with
+the benchmark, even after kill -9 of it (Linux: ``PR_SET_PDEATHSIG``). Each running cell prints a
+line per validation (epoch, best validation score so far, elapsed time) whatever the log level;
+its full output is kept in ``<output_dir>/logs/<cell>.log``.
 """
 
 from __future__ import annotations
 
-import csv
+import ctypes
 import difflib
-import io
+import fcntl
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
 
 from recbole.trainer import TraditionalTrainer
-from recbole.utils import set_color
+from recbole.utils import ModelType, set_color
 
 from recbole_gfm.artifacts import (
-    atomic_write, code_fingerprint, file_fingerprint, fingerprint, package_versions, settings_fingerprint, write_json,
+    code_fingerprint, file_fingerprint, fingerprint, package_versions, settings_fingerprint, write_json,
 )  # fmt: skip
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
+from recbole_gfm.leaderboard import load_or_quarantine, read_cell, warn, write_cell, write_leaderboard
 from recbole_gfm.protocol import protocol_file
 from recbole_gfm.quick_start import check_dataset_files, get_trainer, run
+from recbole_gfm.search import (
+    SearchResult, SearchSpec, TrialNotStored, check_space, direction, parse_search, run_search, search_metric,
+    study_fingerprint, trial_job, trial_record,
+)  # fmt: skip
 
 KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
-    "max_epochs", "columns", "type_columns", "output_dir",
+    "max_epochs", "columns", "type_columns", "output_dir", "reference", "search",
 }  # fmt: skip
 
 
 class BenchmarkError(ConfigError):
-    """A problem in a benchmark file; the message names the file and the key."""
+    """A problem in a benchmark file (or its board); the message names the file and the key."""
 
 
-@dataclass
-class Cell:
-    """One model x dataset x seed run, fully resolved."""
+class _NoData(ConfigError):
+    """A dataset's atomic files are missing (reported once per dataset, not once per row)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model label on one dataset, its settings resolved: the unit of a leaderboard row.
+
+    A row with a search space (``tuned``) gets its final settings from its search: ``tuning``
+    (the chosen trial) is None until then, and its cells cannot run before.
+    """
 
     label: str
     model: str
     dataset: str
-    seed: int
     config_files: list[str]
-    config_dict: dict[str, Any]
+    given: dict[str, Any]  # the file's settings for this row, before the epoch cap
+    settings: dict[str, Any]  # what the cells run with (the cap applied)
+    cap: int | None
     epochs: int
     capped_from: int | None
-    row_fingerprint: str  # the resolved config without the seed: the same for every seed of a row
+    one_pass: bool  # RecBole's TraditionalTrainer: one pass whatever `epochs` says (Pop, ItemKNN)
+    fingerprint: str  # the resolved config without the seed, data and code: the same for every seed
+    seeds: tuple[int, ...]
+    valid_metric: str  # lower case, as in RecBole's results: early stopping's and the progress lines'
+    valid_bigger: bool
+    study: str | None = None  # the search's fingerprint (rows with a space)
+    search_metric: str | None = None  # the validation metric the search optimises
+    maximize: bool = True
+    tuning: dict[str, Any] | None = None  # the chosen trial (search.SearchResult.summary)
+
+    @property
+    def tuned(self) -> bool:
+        return self.study is not None
+
+    @property
+    def ready(self) -> bool:
+        """Its cells can run: it has no space, or its search has chosen."""
+        return not self.tuned or self.tuning is not None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One seed of a row."""
+
+    row: Row
+    seed: int
+
+    label = property(lambda self: self.row.label)
+    model = property(lambda self: self.row.model)
+    dataset = property(lambda self: self.row.dataset)
+    epochs = property(lambda self: self.row.epochs)
+    capped_from = property(lambda self: self.row.capped_from)
+    row_fingerprint = property(lambda self: self.row.fingerprint)
+
+    @property
+    def config_dict(self) -> dict[str, Any]:
+        return {**self.row.settings, "seed": self.seed}
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.row_fingerprint, self.seed)
+        return fingerprint(self.row.fingerprint, self.seed)
 
     @property
     def name(self) -> str:
@@ -84,15 +160,25 @@ class Cell:
 
 @dataclass
 class Benchmark:
-    """A parsed benchmark file: its cells in run order and how to present them."""
+    """A parsed and checked benchmark file: its rows in run order and how to present them."""
 
     name: str
     path: str
     output_dir: str
-    cells: list[Cell]
+    rows: list[Row]
+    seeds: list[int]
     columns: list[str] | None
     type_columns: list[str] | None
+    reference: str | None = None
+    search: SearchSpec | None = None
     cmd_overrides: dict[str, str] = field(default_factory=dict)
+    code: tuple = ()
+    data_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cells(self) -> list[Cell]:
+        """The cells of every row that can run (a tuned row's only once its search has chosen)."""
+        return [Cell(row, seed) for row in self.rows if row.ready for seed in row.seeds]
 
 
 def _error(path: str, key: str, message: str) -> BenchmarkError:
@@ -135,27 +221,75 @@ def _data_fingerprint(config: Config) -> str:
     return file_fingerprint(*files)
 
 
-def _resolve(
-    label: str, model: str, dataset: str, files: list[str], settings: dict, max_epochs: int | None,
-    cmd_overrides: dict[str, str], data_hashes: dict[str, str], code: tuple,
-) -> tuple[list[str], dict, int, int | None, str]:
-    """The cell's config files and settings, its (capped) epochs and its row fingerprint."""
-    config = Config(model, dataset, files, settings, cmd_overrides)
-    epochs, capped_from = config["epochs"], None
-    if issubclass(get_trainer(config), TraditionalTrainer):  # one pass, whatever `epochs` says (Pop, ItemKNN, LLMKNN)
+def incompatibilities(config: Config) -> list[str]:
+    """Combinations RecBole would only refuse after loading the data (or that fail later), each with its fix."""
+    problems = []
+    order = (config["eval_args"] or {}).get("order")
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and order != "TO":
+        problems.append(
+            f"{config['model']} is a sequential model, which RecBole trains only on time-ordered interactions "
+            f"(eval_args order TO), but this row's split orders them {order} (RecBole would stop after loading the "
+            "data: \"The ordering args for sequential recommendation has to be 'TO'\"). Run it under protocol loo "
+            "or temporal (in another benchmark file), or give the row eval_args with order TO."
+        )
+    load_col, time_field = config["load_col"], config["TIME_FIELD"]
+    if order == "TO" and isinstance(load_col, dict) and time_field not in (load_col.get("inter") or []):
+        problems.append(
+            f"the split orders interactions by time (eval_args order TO), but load_col does not load the time "
+            f"field '{time_field}': add it to load_col's inter columns."
+        )
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        for suffix in ("kg", "link"):
+            needed = os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+            if not os.path.isfile(needed):
+                problems.append(
+                    f"{config['model']} is a knowledge-aware model and needs {needed}: add the dataset's knowledge "
+                    "graph files (.kg, .link), or drop the row."
+                )
+    return problems
+
+
+def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list[str], given: dict, cap: int | None,
+             space: tuple[str, ...] = ()) -> tuple[Row, Config]:  # fmt: skip
+    """The row's resolved settings, (capped) epochs and fingerprints; its Config for further checks.
+
+    ``space``: the keys a search varies, left out of the search's own fingerprint.
+    """
+    config = Config(model, dataset, files, given, bench.cmd_overrides)
+    one_pass = issubclass(get_trainer(config), TraditionalTrainer)
+    settings, epochs, capped_from = dict(given), config["epochs"], None
+    if one_pass:
         epochs = 1
-    elif max_epochs is not None and epochs > max_epochs:
-        settings = {**settings, "epochs": max_epochs}
-        epochs, capped_from = max_epochs, config["epochs"]
-    if dataset not in data_hashes:
-        data_hashes[dataset] = _data_fingerprint(config)
-    resolved = settings_fingerprint(to_plain(config), also_ignore={"seed"})  # the seed is in the cell's own part
-    resolved["epochs"] = epochs
-    return files, settings, epochs, capped_from, fingerprint(label, resolved, data_hashes[dataset], code)
+    elif cap is not None and epochs > cap:
+        settings["epochs"] = cap
+        epochs, capped_from = cap, config["epochs"]
+    if dataset not in bench.data_hashes:
+        try:
+            bench.data_hashes[dataset] = _data_fingerprint(config)
+        except ConfigError as e:
+            raise _NoData(str(e)) from None
+    resolved = {**settings_fingerprint(to_plain(config), also_ignore={"seed"}), "epochs": epochs}  # the seed: the cell's part
+    base = {k: v for k, v in resolved.items() if k not in space}
+    data = bench.data_hashes[dataset]
+    row = Row(
+        label, model, dataset, files, dict(given), settings, cap, epochs, capped_from, one_pass,
+        fingerprint(label, resolved, data, bench.code), tuple(bench.seeds),
+        str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"]),
+    )  # fmt: skip
+    if bench.search is not None and label in bench.search.spaces:
+        metric = search_metric(bench.search, config)
+        base_fp = fingerprint(label, base, data, bench.code)
+        row = replace(row, study=study_fingerprint(bench.search, label, base_fp, metric), search_metric=metric,
+                      maximize=direction(metric) == "maximize")  # fmt: skip
+    return row, config
 
 
 def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Benchmark:
-    """Parse and check a benchmark file and resolve every cell's config (no data is loaded)."""
+    """Parse and check a benchmark file and resolve every row's config (no data is loaded).
+
+    Every problem found (a config that does not resolve, a missing dataset, an incompatible
+    combination, a bad search space) is reported at once, before anything runs.
+    """
     spec = load_yaml(path)
     base = os.path.dirname(os.path.abspath(path))
     for key in spec:
@@ -186,12 +320,26 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
             get_model(settings.get("model", label))
         except ConfigError as e:
             raise _error(path, f"models.{label}", str(e)) from None
+    reference = spec.get("reference")
+    if reference is not None and reference not in models:
+        raise _error(path, "reference", f"'{reference}' is not a label under models ({', '.join(models)}).")
 
     name = spec.get("name") or os.path.splitext(os.path.basename(path))[0]
-    overrides = dict(cmd_overrides or {})
-    cells, data_hashes = [], {}
-    # the plugin's code and the package versions: a cell made by other code is run again
-    code = (code_fingerprint("."), package_versions())
+    bench = Benchmark(
+        name=name,
+        path=path,
+        output_dir=spec.get("output_dir") or os.path.join("results", "benchmark", name),
+        rows=[],
+        seeds=seeds,
+        columns=spec.get("columns"),
+        type_columns=spec.get("type_columns"),
+        reference=reference,
+        search=parse_search(spec.get("search"), path, list(models), seeds),
+        cmd_overrides=dict(cmd_overrides or {}),
+        # the plugin's code and the package versions: a cell made by other code is run again
+        code=(code_fingerprint("."), package_versions()),
+    )
+    problems: list[str] = []
     for dataset, dataset_settings in datasets.items():
         dataset_files = _files(dataset_settings.pop("config_files", None), base, path, f"datasets.{dataset}.config_files")
         for label, model_settings in models.items():
@@ -201,89 +349,208 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
             if row_cap is not None and (not isinstance(row_cap, int) or row_cap < 1):
                 raise _error(path, f"models.{label}.max_epochs", f"expected a positive integer, got {row_cap!r}.")
             model_files = _files(model_settings.pop("config_files", None), base, path, f"models.{label}.config_files")
-            files = shared_files + dataset_files + model_files
-            settings = {**shared, **dataset_settings, **model_settings}
+            space = tuple(bench.search.spaces.get(label, {})) if bench.search else ()
+            where = f"models.{label} x datasets.{dataset}"
             try:
-                files, settings, epochs, capped_from, row_fp = _resolve(
-                    label, model, dataset, files, settings, row_cap, overrides, data_hashes, code
-                )
+                row, config = _resolve(bench, label, model, dataset, shared_files + dataset_files + model_files,
+                                       {**shared, **dataset_settings, **model_settings}, row_cap, space)  # fmt: skip
+            except _NoData as e:
+                problems.append(str(_error(path, f"datasets.{dataset}", str(e))))
+                continue
             except ConfigError as e:
-                raise _error(path, f"models.{label} x datasets.{dataset}", str(e)) from None
-            for seed in seeds:
-                cells.append(Cell(label, model, dataset, seed, files, {**settings, "seed": seed}, epochs, capped_from, row_fp))
-    return Benchmark(
-        name=name,
-        path=path,
-        output_dir=spec.get("output_dir") or os.path.join("results", "benchmark", name),
-        cells=cells,
-        columns=spec.get("columns"),
-        type_columns=spec.get("type_columns"),
-        cmd_overrides=overrides,
-    )
+                problems.append(str(_error(path, where, str(e))))
+                continue
+            problems += [str(_error(path, where, p)) for p in incompatibilities(config)]
+            if bench.search is not None and label in bench.search.spaces:
+                problems += check_space(bench.search, label, config, path)
+            bench.rows.append(row)
+    problems = list(dict.fromkeys(problems))  # a missing dataset or a bad space: once, not once per row
+    if len(problems) == 1:
+        raise BenchmarkError(problems[0])
+    if problems:
+        raise BenchmarkError(f"{path}: {len(problems)} problems; nothing was run:\n" + "\n".join(problems))
+    return bench
+
+
+def tuned_row(bench: Benchmark, row: Row, params: dict[str, Any]) -> Row:
+    """``row`` with the search's ``params`` over its given settings, resolved again (capped, fingerprinted)."""
+    tuned, _ = _resolve(bench, row.label, row.model, row.dataset, row.config_files, {**row.given, **params}, row.cap)
+    return replace(tuned, study=row.study, search_metric=row.search_metric, maximize=row.maximize)
 
 
 def cell_path(bench: Benchmark, cell: Cell) -> str:
     return os.path.join(bench.output_dir, "cells", f"{cell.name}.json")
 
 
-def run_cell(bench: Benchmark, cell: Cell) -> tuple[int, str]:
-    """Run one cell in a child process; returns its exit code and log file."""
-    log_path = os.path.join(bench.output_dir, "logs", f"{cell.name}.log")
+# ---------------------------------------------------------------------------------------------
+# Child processes: one per cell or trial; they die with the benchmark, their output goes to a log
+
+PROGRESS = "@@progress"  # starts a child's progress line, which the benchmark prints
+_BAR = re.compile(r"\d+/\d+ \[")  # a tqdm bar (shown when the run's show_progress is on)
+BAR_EVERY_S = 10.0
+_PR_SET_PDEATHSIG = 1
+_libc = None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """``preexec_fn`` for a child: the kernel kills it when the benchmark dies, even by kill -9 (Linux)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing to load in the child
+
+    def preexec() -> None:
+        if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+            os._exit(1)  # cannot be tied to the parent, or the parent died already
+
+    return preexec
+
+
+def pump(stream, log, show: Callable[[str], None]) -> None:
+    """Copy a child's output to its ``log``; ``show`` its progress lines and, every BAR_EVERY_S, a progress bar."""
+    pending, last_bar = b"", -math.inf
+    while chunk := stream.read1(1 << 16):
+        log.write(chunk)
+        log.flush()
+        *segments, pending = re.split(rb"[\r\n]", pending + chunk)
+        for segment in segments:
+            text = segment.decode(errors="replace").strip()
+            if text.startswith(PROGRESS):
+                show(text[len(PROGRESS) :].strip())
+            elif _BAR.search(text) and time.monotonic() - last_bar >= BAR_EVERY_S:
+                show(text)
+                last_bar = time.monotonic()
+
+
+def _child_env() -> dict[str, str]:
+    """The child imports this very recbole_gfm (whose code the cell fingerprints name), whatever its cwd."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def run_child(job: dict[str, Any], log_path: str, show: Callable[[str], None]) -> int:
+    """Run one cell or trial in a child process that dies with this one; returns its exit code."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    job = {
-        "model": cell.model,
-        "dataset": cell.dataset,
-        "config_files": cell.config_files,
-        "config_dict": {
-            **cell.config_dict,
-            "results_dir": "",
-            "checkpoint_dir": os.path.join(bench.output_dir, "checkpoints"),
-        },
-        "cmd_overrides": bench.cmd_overrides,
-        "meta": {
-            "label": cell.label,
-            "fingerprint": cell.fingerprint,
-            "row_fingerprint": cell.row_fingerprint,
-            "epochs": cell.epochs,
-            "epochs_capped_from": cell.capped_from,
-        },
-        "out": cell_path(bench, cell),
-    }
-    with open(log_path, "w") as log:
+    preexec = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "recbole_gfm.benchmark", "--cell", json.dumps(job)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
+            env=_child_env(),
         )  # fmt: skip
         try:
-            return proc.wait(), log_path
-        except BaseException:  # Ctrl-C or SIGTERM of the grid: do not leave the cell running
+            pump(proc.stdout, log, show)
+            return proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM of the benchmark: do not leave the child running
             proc.kill()
             proc.wait()
             raise
 
 
-def _cell_main(job: dict[str, Any]) -> None:
-    """Child process: run the cell and store its record atomically."""
+def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool) -> dict[str, Any]:
+    return {
+        "model": row.model,
+        "dataset": row.dataset,
+        "config_files": row.config_files,
+        "config_dict": {
+            **row.settings,
+            "seed": seed,
+            "results_dir": "",
+            "checkpoint_dir": os.path.join(bench.output_dir, "checkpoints"),
+        },
+        "cmd_overrides": bench.cmd_overrides,
+        "evaluate_test": evaluate_test,
+        "progress": {"metric": row.valid_metric, "bigger": row.valid_bigger},
+        "out": out,
+    }
+
+
+class _Progress:
+    """RecBole's per-validation callback in the child: one line per validation for the benchmark to print."""
+
+    def __init__(self, metric: str, bigger: bool):
+        self.metric, self.bigger = metric, bigger
+        self.best: tuple[int, float] | None = None
+        self.start = time.perf_counter()
+
+    def __call__(self, epoch: int, score: float) -> None:
+        if self.best is None or (score >= self.best[1] if self.bigger else score <= self.best[1]):  # RecBole's rule
+            self.best = (epoch, score)
+        print(
+            f"{PROGRESS} epoch {epoch + 1}: valid {self.metric} {score:.4f}, best {self.best[1]:.4f} (epoch {self.best[0] + 1}), "
+            f"{time.perf_counter() - self.start:.1f} s",
+            flush=True,
+        )
+
+
+def child_main(job: dict[str, Any]) -> None:
+    """In the child: run the cell (or trial) and store it atomically.
+
+    A cell stores its record and its per-user test vectors (:func:`recbole_gfm.leaderboard.write_cell`);
+    a trial (``job["trial"]``), run on the validation split only, its trial file.
+    """
     start = time.perf_counter()
-    record = run(job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"])
-    record.update(job["meta"], wall_time_s=round(time.perf_counter() - start, 3))
-    write_json(job["out"], to_plain(record))
+    record = run(
+        job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
+        saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=_Progress(**job["progress"]),
+    )  # fmt: skip
+    record.update(job.get("meta", {}), wall_time_s=round(time.perf_counter() - start, 3))
+    per_user = record.pop("per_user")
+    if "trial" in job:
+        write_json(job["out"], trial_record(**job["trial"], record=to_plain(record)))
+    else:
+        write_cell(job["out"], to_plain(record), per_user)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@contextmanager
+def board_lock(output_dir: str) -> Iterator[str]:
+    """Hold ``<output_dir>/.lock`` (``fcntl.flock``, holding this pid) or refuse: one run per board at a time."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise BenchmarkError(
+                f"{path}: this board is being run by another process (pid {owner}). Wait for it to finish, or stop "
+                f"it (kill {owner}) and run again: two runs of one board would run the same cells twice."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock (a killed process's lock is released by the kernel)
 
 
 def run_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> int:
-    """Run (or resume) every cell, then write the leaderboard. Returns the number of failed cells."""
+    """Run (or resume) every search and cell, then write the leaderboard. Returns the number of failed cells."""
     bench = load_benchmark(path, cmd_overrides)
-    print(set_color(f"benchmark {bench.name}: {len(bench.cells)} cells -> {bench.output_dir}", "green"), flush=True)
-    start = time.perf_counter()
-    # SIGTERM becomes SystemExit, so run_cell stops the running cell instead of orphaning it
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        failed = sum(not _run_or_skip(bench, index, cell) for index, cell in enumerate(bench.cells, 1))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    paths = write_leaderboard(bench)
-    done = len(bench.cells) - failed
-    print(set_color(f"{done}/{len(bench.cells)} cells done in {time.perf_counter() - start:.1f} s", "green"))
+    with board_lock(bench.output_dir):
+        tuned = sum(row.tuned for row in bench.rows)
+        cells = sum(len(row.seeds) for row in bench.rows)
+        searches = f", {tuned} rows tuned with {bench.search.trials} trials each" if tuned else ""
+        print(set_color(f"benchmark {bench.name}: {cells} cells{searches} -> {bench.output_dir}", "green"), flush=True)
+        start = time.perf_counter()
+        # SIGTERM becomes SystemExit, so run_child stops the running child instead of orphaning it
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        failed, index = 0, 0
+        try:
+            for i, row in enumerate(bench.rows):
+                if row.tuned:
+                    row = bench.rows[i] = _search(bench, row)
+                for seed in row.seeds:
+                    index += 1
+                    failed += not (row.ready and _run_or_skip(bench, f"[{index}/{cells}]", Cell(row, seed)))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        paths = write_leaderboard(bench)
+        print(set_color(f"{cells - failed}/{cells} cells done in {time.perf_counter() - start:.1f} s", "green"))
     with open(paths["md"]) as f:
         print(f.read())
     for kind, file in paths.items():
@@ -291,181 +558,80 @@ def run_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> int
     return failed
 
 
-def _run_or_skip(bench: Benchmark, index: int, cell: Cell) -> bool:
-    """Run one cell unless it is stored already, printing one progress line; False if it failed."""
-    head = f"[{index}/{len(bench.cells)}] {cell.label} on {cell.dataset}, seed {cell.seed}"
-    if cell.capped_from:
-        head += f" (epochs capped {cell.capped_from} -> {cell.epochs})"
-    if os.path.isfile(cell_path(bench, cell)):
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _search(bench: Benchmark, row: Row) -> Row:
+    """Run (or resume) ``row``'s search; the row with the chosen settings, or unchanged (not ready) if none finished."""
+    spec = bench.search
+    head = f"search {row.label} on {row.dataset}"
+
+    def run_trial(number: int, params: dict[str, Any], out: str) -> None:
+        trial_row = tuned_row(bench, row, params)
+        job = _job(bench, trial_row, spec.seed, out, evaluate_test=False)
+        job["trial"] = trial_job(spec, row.label, row.search_metric, row.study, number, params)
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
+        print(f"{head}, trial {number + 1}/{spec.trials} ({shown}) ...", flush=True)
+        log_path = os.path.join(bench.output_dir, "logs", os.path.basename(out).removesuffix(".json") + ".log")
+        code = run_child(job, log_path, lambda line: _say(f"    {line}"))
+        if not os.path.isfile(out):
+            if code < 0:  # killed by a signal: nothing to store, the trial runs again next time
+                raise TrialNotStored(f"{head}, trial {number + 1}: killed by signal {-code}; log: {log_path}")
+            write_json(out, trial_record(**job["trial"], record=None, log=log_path, error=f"the run failed (exit {code})"))
+
+    try:
+        result: SearchResult = run_search(
+            spec, row.label, row.dataset, row.search_metric, row.study, bench.output_dir, run_trial, say=_say, warn=warn
+        )
+    except TrialNotStored as e:
+        print(set_color(f"{e}: the row's cells are not run", "red"), flush=True)
+        return row
+    if result.chosen is None:
+        print(set_color(f"{head}: no trial finished; the row's cells are not run (see the trials' logs)", "red"), flush=True)
+        return row
+    return replace(tuned_row(bench, row, result.chosen["params"]), tuning=result.summary())
+
+
+def _run_or_skip(bench: Benchmark, counter: str, cell: Cell) -> bool:
+    """Run one cell unless it is stored already (and intact), printing its progress; False if it failed."""
+    head = f"{counter} {cell.label} on {cell.dataset}, seed {cell.seed}"
+    out = cell_path(bench, cell)
+    if os.path.isfile(out) and load_or_quarantine(out) is not None:
         print(f"{head}: " + set_color("done before, skipped", "blue"), flush=True)
         return True
     print(f"{head} ...", flush=True)
+    job = _job(bench, cell.row, cell.seed, out, evaluate_test=True)
+    job["meta"] = {
+        "label": cell.label,
+        "fingerprint": cell.fingerprint,
+        "row_fingerprint": cell.row_fingerprint,
+        "epochs": cell.epochs,
+        "epochs_capped_from": cell.capped_from,
+        "one_pass": cell.row.one_pass,
+        "tuning": cell.row.tuning,
+    }
     start = time.perf_counter()
-    code, log_path = run_cell(bench, cell)
+    log_path = os.path.join(bench.output_dir, "logs", f"{cell.name}.log")
+    code = run_child(job, log_path, lambda line: _say(f"    {line}"))
     seconds = time.perf_counter() - start
-    if code != 0 or not os.path.isfile(cell_path(bench, cell)):
+    if code != 0 or not os.path.isfile(out):
         print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)
         return False
-    with open(cell_path(bench, cell)) as f:
-        record = json.load(f)
+    record = read_cell(out)
     name = (bench.columns or list(record["test_result"]) or ["no metric"])[0]
-    value = record["test_result"].get(name, math.nan)
     print(
         f"{head}: {seconds:.1f} s (train {record['train_time_s']:.1f} s, eval {record['eval_time_s']:.1f} s), "
-        f"test {name} {value:.4f}",
+        f"test {name} {record['test_result'].get(name, math.nan):.4f}",
         flush=True,
     )
     return True
-
-
-# ---------------------------------------------------------------------------------------------
-# The leaderboard
-
-
-def finished_records(bench: Benchmark) -> dict[tuple[str, str], list[dict]]:
-    """Stored records of the benchmark's current cells by (dataset, label), in file order."""
-    rows: dict[tuple[str, str], list[dict]] = {}
-    for cell in bench.cells:
-        rows.setdefault((cell.dataset, cell.label), [])
-        if os.path.isfile(cell_path(bench, cell)):
-            with open(cell_path(bench, cell)) as f:
-                rows[(cell.dataset, cell.label)].append(json.load(f))
-    return rows
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))  # sample std
-
-
-def summarise(records: list[dict]) -> dict[str, tuple[float, float]]:
-    """Mean and sample std over seeds of every test metric and of the train / eval times."""
-    keys = dict.fromkeys(k for r in records for k in r["test_result"])
-    summary = {k: _mean_std([r["test_result"][k] for r in records if k in r["test_result"]]) for k in keys}
-    for key in ("train_time_s", "eval_time_s", "train_time_to_best_s"):
-        values = [r[key] for r in records if r.get(key) is not None]  # records before to-best existed lack it
-        if values:
-            summary[key] = _mean_std(values)
-    return summary
-
-
-def _fmt(pair: tuple[float, float] | None, n: int) -> str:
-    if pair is None:
-        return "-"
-    return f"{pair[0]:.4f}" if n < 2 else f"{pair[0]:.4f} ± {pair[1]:.4f}"
-
-
-def _types_of(summary: dict, metric: str) -> list[str]:
-    """Type groups present for ``metric``: ``type=Kids``, ``type=Kids,warm``, ``type=Kids,cold`` ..."""
-    prefix = f"{metric}["
-    groups = [k[len(prefix) : -1] for k in summary if k.startswith(prefix)]
-    return sorted(groups, key=lambda g: (g.split(",")[0], ["", "warm", "cold"].index((g.split(",") + [""])[1])))
-
-
-def write_leaderboard(bench: Benchmark) -> dict[str, str]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png``; return their paths."""
-    rows = finished_records(bench)
-    summaries = {key: summarise(recs) for key, recs in rows.items() if recs}
-    first = next((recs[0] for recs in rows.values() if recs), None)
-    columns = bench.columns or ([k for k in first["test_result"] if "[" not in k] if first else [])
-    type_columns = bench.type_columns or columns[:1]
-    cells = {(c.dataset, c.label): c for c in bench.cells}
-    seeds_per_row = {key: sum(1 for c in bench.cells if (c.dataset, c.label) == key) for key in rows}
-
-    md = io.StringIO()
-    md.write(
-        f"# Leaderboard: {bench.name}\n\nTest metrics, mean ± sample std over seeds ({bench.path}). "
-        "Test cases: users ranked (sequential models need a history before the test period). Best epoch: "
-        "the validated epoch whose checkpoint is tested (0-based, one per seed); to best s: training time "
-        "until that epoch's validation, a foundation's whole training included.\n\n"
-    )
-    header = ["dataset", "model", "seeds", "epochs", "best epoch", "test cases", *columns, "train s", "to best s", "eval s", "config"]
-    md.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    for key, recs in rows.items():
-        cell, n = cells[key], len(recs)
-        summary = summaries.get(key, {})
-        epochs = f"{cell.epochs} (capped from {cell.capped_from})" if cell.capped_from else str(cell.epochs)
-        seeds = f"{n}/{seeds_per_row[key]}" + ("" if n else " (failed or not run)")
-        values = [_fmt(summary.get(c), n) for c in columns]
-        times = [f"{summary[t][0]:.1f}" if t in summary else "-" for t in ("train_time_s", "train_time_to_best_s", "eval_time_s")]
-        best = "/".join(str(r["best_epoch"]) for r in recs if r.get("best_epoch") is not None) or "-"
-        cases = str(recs[0].get("test_cases_by_type", {}).get("all", "-")) if recs else "-"
-        md.write("| " + " | ".join([key[0], key[1], seeds, epochs, best, cases, *values, *times, cell.row_fingerprint]) + " |\n")
-    for metric in type_columns:
-        groups = _types_of(dict.fromkeys(k for s in summaries.values() for k in s), metric)
-        if not groups:
-            continue
-        md.write(f"\n## {metric} per item type (warm / cold: with / without train interactions of the type)\n\n")
-        md.write("| dataset | model | " + " | ".join(g.removeprefix("type=") for g in groups) + " |\n")
-        md.write("|" + "---|" * (len(groups) + 2) + "\n")
-        for key, summary in summaries.items():
-            values = [_fmt(summary.get(f"{metric}[{g}]"), len(rows[key])) for g in groups]
-            md.write(f"| {key[0]} | {key[1]} | " + " | ".join(values) + " |\n")
-    if any(c.capped_from for c in bench.cells):
-        md.write("\nEpochs capped: this benchmark limits training (max_epochs); capped rows are not tuned results.\n")
-    if first:
-        versions = ", ".join(f"{k} {v}" for k, v in first["versions"].items())
-        md.write(f"\nconfig: fingerprint of the resolved config and dataset files. Versions: {versions}.\n")
-
-    os.makedirs(bench.output_dir, exist_ok=True)
-    paths = {k: os.path.join(bench.output_dir, f"leaderboard.{k}") for k in ("md", "csv", "png")}
-    with atomic_write(paths["md"], "w") as f:
-        f.write(md.getvalue())
-    _write_csv(paths["csv"], rows, summaries, cells)
-    _plot(paths["png"], summaries, columns[0] if columns else None, type_columns[0] if type_columns else None)
-    return paths
-
-
-def _write_csv(path: str, rows: dict, summaries: dict, cells: dict) -> None:
-    keys = list(dict.fromkeys(k for s in summaries.values() for k in s))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["dataset", "model", "seeds", "epochs", "epochs_capped_from", "config_fingerprint",
-                     *[f"{k}_{s}" for k in keys for s in ("mean", "std")], "versions"])  # fmt: skip
-    for key, recs in rows.items():
-        cell, summary = cells[key], summaries.get(key, {})
-        values = [f"{v:.6g}" for k in keys for v in summary.get(k, (math.nan, math.nan))]
-        versions = json.dumps(recs[0]["versions"], sort_keys=True) if recs else ""
-        writer.writerow([*key, len(recs), cell.epochs, cell.capped_from or "", cell.row_fingerprint, *values, versions])
-    with atomic_write(path, "w") as f:
-        f.write(buffer.getvalue())
-
-
-def _plot(path: str, summaries: dict, metric: str | None, type_metric: str | None) -> None:
-    """Bars of ``metric`` overall and ``type_metric`` per type, one panel per dataset, std as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(dict.fromkeys(d for d, _ in summaries)) or ["(no results)"]
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(10, 4 * len(datasets)), squeeze=False)
-    for ax, dataset in zip(axes[:, 0], datasets):
-        models = [(m, s) for (d, m), s in summaries.items() if d == dataset]
-        groups = [g for g in _types_of(dict.fromkeys(k for _, s in models for k in s), type_metric or "") if "," not in g]
-        keys = ([metric] if metric else []) + [f"{type_metric}[{g}]" for g in groups]
-        width = 0.8 / max(len(models), 1)
-        for i, (model, summary) in enumerate(models):
-            means = [summary.get(k, (0.0, 0.0))[0] for k in keys]
-            stds = [summary.get(k, (0.0, 0.0))[1] for k in keys]
-            ax.bar([j + i * width for j in range(len(keys))], means, width, yerr=stds, label=model, capsize=2)
-        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(keys))])
-        ax.set_xticklabels([f"{metric} overall" if k == metric else k.split("[")[1][:-1].removeprefix("type=") for k in keys], rotation=20)
-        ax.set_title(f"{dataset}: test {metric} overall and {type_metric} per item type")
-        if models:
-            ax.legend()
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--cell":
         import recbole_gfm  # noqa: F401  (compatibility fixes)
 
-        _cell_main(json.loads(sys.argv[2]))
+        child_main(json.loads(sys.argv[2]))
     else:
         sys.exit("usage: python -m recbole_gfm.benchmark --cell JSON  (run benchmarks with run_recbole_gfm.py --benchmark FILE)")

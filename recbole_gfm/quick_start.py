@@ -17,7 +17,7 @@ import importlib
 import os
 import time
 from logging import getLogger
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from recbole.data import create_dataset as recbole_create_dataset
@@ -124,6 +124,8 @@ def run(
     config_dict: dict[str, Any] | None = None,
     cmd_overrides: dict[str, str] | None = None,
     saved: bool = True,
+    evaluate_test: bool = True,
+    callback_fn: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split.
 
@@ -133,6 +135,12 @@ def run(
     (:mod:`recbole_gfm.evaluation`), computed on the best checkpoint already loaded; when some test
     users have no train interaction, new / returning-user keys too. ``record["per_user"]`` holds
     the test split's per-user metric values (:mod:`recbole_gfm.per_user`).
+
+    For the benchmark (:mod:`recbole_gfm.benchmark`, :mod:`recbole_gfm.search`): with
+    ``evaluate_test=False`` the test split is never evaluated (a search trial is scored on the
+    validation split only; the record's test keys are empty); ``callback_fn(epoch, valid_score)``
+    is called at each validation, as RecBole's ``Trainer.fit`` calls its own; the record gives
+    ``epochs_trained`` and ``stopped_early`` (ended by early stopping, not by ``epochs``).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
     refuse_multi_process(config)
@@ -148,6 +156,8 @@ def run(
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    if not evaluate_test:  # benchmark hook: a search trial never touches the test split
+        test_data = None
     # recorded in checkpoints and results: serving rebuilds the split and checks it is this one
     config["split_fingerprint"] = dataset_fingerprint(train_data.dataset)
     foundation_path = prepare_foundation(config, train_data, valid_data)
@@ -162,10 +172,12 @@ def run(
     start = time.perf_counter()
     best: dict[str, float] = {}
 
-    def note_best(epoch: int, _score: float) -> None:
+    def note_best(epoch: int, score: float) -> None:
         """RecBole's per-evaluation callback: early_stopping resets cur_step to 0 on a new best."""
         if trainer.cur_step == 0:
             best.update(epoch=epoch, seconds=time.perf_counter() - start)
+        if callback_fn is not None:  # benchmark hook: progress lines
+            callback_fn(epoch, score)
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=note_best
@@ -204,6 +216,9 @@ def run(
         # the epoch whose checkpoint is tested, and the training time it took to get there
         "best_epoch": best.get("epoch"),
         "train_time_to_best_s": round(best["seconds"] + (foundation_time or 0.0), 3) if best else None,
+        # benchmark hook: how training ended (RecBole's early_stopping counts cur_step past stopping_step)
+        "epochs_trained": len(trainer.train_loss_dict),
+        "stopped_early": trainer.cur_step > trainer.stopping_step,
         "eval_time_s": round(eval_time, 3),
         "saved_model_file": trainer.saved_model_file if saved else None,
         "config": to_plain(config),

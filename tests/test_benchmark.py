@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from recbole_gfm.benchmark import BenchmarkError, load_benchmark, run_benchmark, summarise
+from recbole_gfm.benchmark import BenchmarkError, load_benchmark, run_benchmark
+from recbole_gfm.leaderboard import summarise
+from recbole_gfm.per_user import load_per_user
 
 RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_gfm.py")
 BENCHMARKS = os.path.join(os.path.dirname(RUN), "recbole_gfm", "properties", "benchmark")
@@ -139,15 +141,18 @@ def test_resume_skips_finished_cells_and_survives_kill_9(typed_data, tmp_path, m
     assert len(list(cells.glob("*.json"))) == 2
 
     board = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "| typed | Pop | 2/2 | 1 |" in board and "capped" not in board and " ± " in board
+    assert "| Pop | 2/2 | 1 (one pass) |" in board and "capped" not in board and " ± " in board
     assert "hit@10 per item type" in board and "| Drama | Drama,warm | Drama,cold |" in board
     table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert list(table["model"]) == ["Pop"] and list(table["seeds"]) == [2]
     assert {"hit@10_mean", "hit@10_std", "hit@10[type=Kids]_mean", "train_time_s_mean", "train_time_to_best_s_mean"} <= set(table.columns)
-    assert "| best epoch |" in board and "| typed | Pop | 2/2 | 1 | 0/0 |" in board
     assert (tmp_path / "out" / "leaderboard.png").stat().st_size > 1000
     record = json.loads(first.read_text())
     assert record["epochs_capped_from"] is None and record["versions"]["recbole"] == "1.2.1"
+    assert "per_user" not in record, "the per-user vectors live beside the cell, not inline"
+    vectors = load_per_user(str(first).removesuffix(".json") + ".per_user.npz")
+    assert len(vectors["users"]) == record["test_cases_by_type"]["all"]
+    assert np.isclose(vectors["metrics"]["hit@10"].mean(), record["test_result"]["hit@10"])
 
 
 @pytest.mark.parametrize("name", sorted(f[: -len(".yaml")] for f in os.listdir(BENCHMARKS) if f.endswith(".yaml")))
@@ -158,3 +163,201 @@ def test_shipped_benchmark_files_parse(name, monkeypatch):
     monkeypatch.setattr(benchmark, "_data_fingerprint", lambda config: "no-data")
     bench = load_benchmark(os.path.join(BENCHMARKS, f"{name}.yaml"))
     assert bench.cells
+
+
+# ---------------------------------------------------------------------------------------------
+# The board from hand-made cells (no training): significance, stale and foreign rows, epochs
+
+
+def fake_cell(bench, label, seed, hits, *, users=None, fingerprint=None, dataset="typed", **record):
+    """Store a finished cell as the benchmark would: record + per-user hit@10 / ndcg@10 vectors."""
+    from recbole_gfm.leaderboard import write_cell
+
+    row = next((r for r in bench.rows if r.label == label), None)
+    fingerprint = fingerprint or row.fingerprint
+    hits = np.asarray(hits, dtype=np.float32)
+    users = users or [str(u) for u in range(1, len(hits) + 1)]
+    record = {
+        "label": label, "dataset": dataset, "seed": seed, "row_fingerprint": fingerprint,
+        "fingerprint": f"{fingerprint}-{seed}", "epochs": row.epochs if row else 10, "epochs_capped_from": row.capped_from if row else None,
+        "one_pass": row.one_pass if row else False, "epochs_trained": 3, "best_epoch": 1, "stopped_early": True,
+        "test_result": {"hit@10": float(hits.mean()), "ndcg@10": float(hits.mean() / 2)},
+        "test_cases_by_type": {"all": len(hits)}, "train_time_s": 1.0, "eval_time_s": 0.5, "versions": {"recbole": "1.2.1"},
+        **record,
+    }  # fmt: skip
+    name = f"{label}__{dataset}__seed{seed}__{record['fingerprint']}"
+    write_cell(os.path.join(bench.output_dir, "cells", f"{name}.json"), record,
+               {"users": users, "metrics": {"hit@10": hits, "ndcg@10": hits / 2}})  # fmt: skip
+    return os.path.join(bench.output_dir, "cells", f"{name}.json")
+
+
+def test_the_board_tests_significance_counts_stale_cells_and_keeps_other_files_rows(typed_data, tmp_path):
+    from recbole_gfm.leaderboard import write_leaderboard
+    from recbole_gfm.significance import compare
+
+    bench = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {}, "LightGCN": {}}, reference="Pop"))
+    rng = np.random.default_rng(0)
+    runs = {label: {seed: (rng.random(60) < p).astype(np.float32) for seed in (1, 2)}
+            for label, p in (("Pop", 0.2), ("BPR", 0.8), ("LightGCN", 0.25))}  # fmt: skip
+    for label, seeds in runs.items():
+        for seed, hits in seeds.items():
+            fake_cell(bench, label, seed, hits)
+    fake_cell(bench, "Pop", 1, np.ones(60), fingerprint="older-settings")  # stale: not mixed into Pop's row
+    fake_cell(bench, "ItemKNN", 1, np.zeros(60), fingerprint="another-file")  # another file's row, same folder
+    paths = write_leaderboard(bench)
+
+    board = open(paths["md"]).read()
+    expected = compare(  # among this file's rows: the other file's one-seed row does not shrink the cases
+        {label: {seed: ([str(u) for u in range(1, 61)], hits) for seed, hits in seeds.items()} for label, seeds in runs.items()},
+        reference="Pop",
+    )  # fmt: skip
+    bpr_line = next(line for line in board.splitlines() if line.startswith("| BPR |"))
+    assert "†▲" in bpr_line, "BPR is far above every other row and above the reference"
+    pop_line = next(line for line in board.splitlines() if line.startswith("| Pop |"))
+    assert f"{runs['Pop'][1].mean() / 2 + runs['Pop'][2].mean() / 2:.4f}" in pop_line, "the stale cell is not averaged in"
+    assert "| ItemKNN | 1* |" in board and "other benchmark files" in board
+    assert "1 stale cells" in board and "Pop 1" in board
+    assert "paired t-test over 120 (seed, user) pairs" in board and "Holm" in board and "not in the tests" in board
+    table = pd.read_csv(paths["significance"])
+    got = table[(table.metric == "hit@10") & (table.family == "reference") & (table.model == "BPR")].iloc[0]
+    want = expected.of("BPR", "reference")
+    assert got.compared_to == "Pop" and np.isclose(got.t_p, want.t_p, rtol=1e-5) and np.isclose(got.wilcoxon_p_holm, want.w_p_holm, rtol=1e-5)
+    assert list(pd.read_csv(paths["csv"])["model"]) == ["Pop", "BPR", "LightGCN", "ItemKNN"], "this file's rows first"
+
+
+def test_rows_scored_on_different_users_are_compared_on_the_common_subset(typed_data, tmp_path):
+    from recbole_gfm.leaderboard import write_leaderboard
+
+    bench = load_benchmark(write_bench(tmp_path, typed_data, seeds=[1]))
+    rng = np.random.default_rng(0)
+    fake_cell(bench, "Pop", 1, rng.random(40) < 0.3)
+    fake_cell(bench, "BPR", 1, rng.random(30) < 0.6, users=[str(u) for u in range(11, 41)])  # 10 users fewer
+    board = open(write_leaderboard(bench)["md"]).read()
+    assert "left out: Pop 10" in board and "30 (seed, user) pairs" in board
+
+
+def test_epochs_show_training_and_the_best_epoch_and_capped_only_at_the_cap():
+    from recbole_gfm.leaderboard import epochs_text
+
+    stopped = {"epochs": 30, "epochs_trained": 7, "best_epoch": 3, "stopped_early": True}
+    assert epochs_text([stopped]) == "7 (best 4)"
+    at_cap = {"epochs": 5, "epochs_capped_from": 300, "epochs_trained": 5, "best_epoch": 4, "stopped_early": False}
+    assert epochs_text([at_cap]) == "5 (best 5), capped at 5 (from 300)"
+    stopped_at_cap = {**at_cap, "stopped_early": True}  # early stopping ended it in its last epoch
+    assert epochs_text([stopped_at_cap]) == "5 (best 5)"
+    assert epochs_text([{"epochs": 1, "one_pass": True, "epochs_trained": 1, "best_epoch": 0}]) == "1 (one pass)"
+
+
+def test_pump_logs_everything_and_shows_progress_lines_and_bars():
+    import io as io_module
+
+    from recbole_gfm.benchmark import PROGRESS, pump
+
+    output = (
+        b"INFO loading\n" + PROGRESS.encode() + b" epoch 1: valid ndcg@10 0.1000, best 0.1000 (epoch 1), 2.0 s\n"
+        + b"Batches:  50%|#####     | 1/2 [00:01<00:01]\rBatches: 100%|##########| 2/2 [00:02<00:00]\n"
+    )  # fmt: skip
+    log, shown = io_module.BytesIO(), []
+    pump(io_module.BufferedReader(io_module.BytesIO(output)), log, shown.append)
+    assert log.getvalue() == output
+    assert shown[0] == "epoch 1: valid ndcg@10 0.1000, best 0.1000 (epoch 1), 2.0 s"
+    assert shown[1].startswith("Batches:  50%") and len(shown) == 2, "bars are shown at most every BAR_EVERY_S"
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up checks, damaged cells, the lock and process lifetime
+
+
+@pytest.mark.parametrize(
+    "change, key, message",
+    [
+        ({"protocol": "rs811", "models": {"SASRec": {}}}, "models.SASRec x datasets.typed", "protocol loo or temporal"),
+        ({"datasets": {"typed": {}, "nowhere": {}}}, "datasets.nowhere", "Dataset 'nowhere' not found"),
+        ({"models": {"Pop": {}}, "reference": "GFM-noGNN"}, "reference", "not a label under models"),
+        ({"protocol": "loo", "config": {"load_col": {"inter": ["user_id", "item_id"]}, "data_path": "."}},
+         "models.Pop x datasets.typed", "add it to load_col"),
+    ],
+)  # fmt: skip
+def test_incompatible_cells_are_refused_before_anything_runs(change, key, message, typed_data, tmp_path):
+    if "config" in change:
+        change["config"]["data_path"] = typed_data
+    path = write_bench(tmp_path, typed_data, **change)
+    with pytest.raises(BenchmarkError) as error:
+        load_benchmark(path)
+    assert path in str(error.value) and f"'{key}'" in str(error.value) and message in str(error.value)
+    assert not (tmp_path / "out").exists(), "nothing ran"
+
+
+def test_a_damaged_cell_is_named_moved_aside_and_run_again(typed_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1], max_epochs=2)
+    assert run_benchmark(path) == 0
+    out = capsys.readouterr().out
+    assert "    epoch 1: valid mrr@10 " in out and "    epoch 2: valid mrr@10 " in out, "a progress line per validation"
+    (cell,) = (tmp_path / "out" / "cells").glob("*.json")
+    vectors = cell.with_name(cell.name.removesuffix(".json") + ".per_user.npz")
+    logged = (tmp_path / "out" / "logs" / cell.name.replace(".json", ".log")).read_text()
+    assert "@@progress epoch 2" in logged, "the cell's log keeps its full output"
+
+    cell.write_text(cell.read_text()[:100])  # truncated
+    assert run_benchmark(path) == 0
+    captured = capsys.readouterr()
+    assert f"{cell}: not valid JSON" in captured.err and "moved aside" in captured.err
+    assert "done before, skipped" not in captured.out and "JSONDecodeError" not in captured.out + captured.err
+    assert cell.with_name(cell.name + ".corrupt").is_file() and json.loads(cell.read_text())["label"] == "BPR"
+
+    data = bytearray(vectors.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the per-user file
+    vectors.write_bytes(bytes(data))
+    assert run_benchmark(path) == 0
+    captured = capsys.readouterr()
+    assert f"{vectors}: its content does not match" in captured.err and "done before, skipped" not in captured.out
+    assert load_per_user(str(vectors))["metrics"]["hit@10"].shape == (json.loads(cell.read_text())["test_cases_by_type"]["all"],)
+
+
+def _session(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
+            if int(fields[3]) == sid and fields[0] != "Z":
+                alive.append(int(entry))
+    return alive
+
+
+def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_data, tmp_path, monkeypatch):
+    from recbole_gfm.benchmark import board_lock
+
+    monkeypatch.chdir(tmp_path)
+    # a cell that trains for minutes and prints nothing (no validation until the end): it cannot die
+    # of a broken pipe when the benchmark goes, only of the parent-death signal
+    quiet = {"BPR": {"epochs": 10**6, "eval_step": 10**6}}
+    path = write_bench(tmp_path, typed_data, models=quiet, seeds=[1], max_epochs=None)
+    proc = subprocess.Popen([sys.executable, RUN, f"--benchmark={path}"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while len(_session(proc.pid)) < 2:  # the benchmark and its cell
+            assert proc.poll() is None and time.time() < deadline, "the cell never started"
+            time.sleep(0.2)
+        with pytest.raises(BenchmarkError) as error:
+            run_benchmark(path)
+        lock = str(tmp_path / "out" / ".lock")
+        assert f"{lock}: this board is being run by another process (pid {proc.pid})" in str(error.value)
+
+        os.kill(proc.pid, signal.SIGKILL)  # the benchmark only: its cell must die with it
+        proc.wait()
+        deadline = time.time() + 10
+        while _session(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _session(proc.pid), "a process of the killed benchmark survived"
+        with board_lock(str(tmp_path / "out")):  # the kernel released the dead run's lock
+            pass
+    finally:
+        if _session(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -242,7 +242,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 NOT_FINGERPRINTED = frozenset({
     "state", "show_progress", "results_dir", "checkpoint_dir", "data_path", "cache_dir", "log_wandb",
     "wandb_project", "eval_batch_size", "worker", "ip", "port", "offset", "benchmark_filename_dir",
-    "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "config_files",
+    "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "config_files", "text_show_progress",
 })  # fmt: skip
 
 
@@ -299,6 +299,22 @@ def code_fingerprint(*paths: str, length: int = 16) -> str:
             digest.update(os.path.relpath(file, PACKAGE_DIR).encode() + b"\0")
             digest.update(ast.dump(tree, include_attributes=False).encode())
     return digest.hexdigest()[:length]
+
+
+# Modules that schedule, present or serve results: they cannot change a number, so a result's key
+# leaves them out (editing the leaderboard's layout re-runs no cell).
+PRESENTATION_CODE = ("benchmark.py", "leaderboard.py", "significance.py", "search.py", "cli.py", "inference.py")
+
+
+def result_code_fingerprint(length: int = 16) -> str:
+    """:func:`code_fingerprint` of the whole package but :data:`PRESENTATION_CODE`."""
+    files = sorted(
+        os.path.relpath(os.path.join(root, name), PACKAGE_DIR)
+        for root, _, names in os.walk(PACKAGE_DIR)
+        for name in names
+        if name.endswith(".py")
+    )
+    return code_fingerprint(*(f for f in files if f not in PRESENTATION_CODE), length=length)
 
 
 def package_versions() -> dict[str, str]:

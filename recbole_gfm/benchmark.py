@@ -68,7 +68,7 @@ from recbole.trainer import TraditionalTrainer
 from recbole.utils import ModelType, set_color
 
 from recbole_gfm.artifacts import (
-    code_fingerprint, file_fingerprint, fingerprint, package_versions, settings_fingerprint, write_json,
+    file_fingerprint, fingerprint, package_versions, result_code_fingerprint, settings_fingerprint, write_json,
 )  # fmt: skip
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
@@ -337,7 +337,7 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
         search=parse_search(spec.get("search"), path, list(models), seeds),
         cmd_overrides=dict(cmd_overrides or {}),
         # the plugin's code and the package versions: a cell made by other code is run again
-        code=(code_fingerprint("."), package_versions()),
+        code=(result_code_fingerprint(), package_versions()),
     )
     problems: list[str] = []
     for dataset, dataset_settings in datasets.items():
@@ -457,6 +457,7 @@ def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool) -
             "seed": seed,
             "results_dir": "",
             "checkpoint_dir": os.path.join(bench.output_dir, "checkpoints"),
+            "text_show_progress": True,  # a long encoding shows its bar (printed every BAR_EVERY_S)
         },
         "cmd_overrides": bench.cmd_overrides,
         "evaluate_test": evaluate_test,
@@ -468,8 +469,8 @@ def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool) -
 class _Progress:
     """RecBole's per-validation callback in the child: one line per validation for the benchmark to print."""
 
-    def __init__(self, metric: str, bigger: bool):
-        self.metric, self.bigger = metric, bigger
+    def __init__(self, metric: str, bigger: bool, stage: str = ""):
+        self.metric, self.bigger, self.stage = metric, bigger, stage
         self.best: tuple[int, float] | None = None
         self.start = time.perf_counter()
 
@@ -477,7 +478,7 @@ class _Progress:
         if self.best is None or (score >= self.best[1] if self.bigger else score <= self.best[1]):  # RecBole's rule
             self.best = (epoch, score)
         print(
-            f"{PROGRESS} epoch {epoch + 1}: valid {self.metric} {score:.4f}, best {self.best[1]:.4f} (epoch {self.best[0] + 1}), "
+            f"{PROGRESS} {self.stage}epoch {epoch + 1}: valid {self.metric} {score:.4f}, best {self.best[1]:.4f} (epoch {self.best[0] + 1}), "
             f"{time.perf_counter() - self.start:.1f} s",
             flush=True,
         )
@@ -493,6 +494,7 @@ def child_main(job: dict[str, Any]) -> None:
     record = run(
         job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
         saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=_Progress(**job["progress"]),
+        foundation_callback_fn=_Progress("ndcg@10", True, stage="foundation "),
     )  # fmt: skip
     record.update(job.get("meta", {}), wall_time_s=round(time.perf_counter() - start, 3))
     per_user = record.pop("per_user")

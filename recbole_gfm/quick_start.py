@@ -83,7 +83,7 @@ def training_data(config: Config, train_data):
     return train_data if loader is None else loader(config, train_data.dataset, shuffle=True)
 
 
-def train_foundation(config: Config, train_data, valid_data, show_progress: bool = False) -> str:
+def train_foundation(config: Config, train_data, valid_data, show_progress: bool = False, callback_fn=None) -> str:
     """Train the foundation of foundation config ``config`` on the run's split; store it; return its path.
 
     Early stopping on ``valid_data`` (the run's own validation split); the best encoder is kept in
@@ -92,16 +92,17 @@ def train_foundation(config: Config, train_data, valid_data, show_progress: bool
     init_seed(config["seed"], config["reproducibility"])
     model = config.model_class(config, train_data.dataset).to(config["device"])
     trainer = get_trainer(config)(config, model)
-    trainer.fit(training_data(config, train_data), valid_data, saved=False, show_progress=show_progress)
+    trainer.fit(training_data(config, train_data), valid_data, saved=False, show_progress=show_progress, callback_fn=callback_fn)
     return trainer.foundation_path
 
 
-def prepare_foundation(config: Config, train_data, valid_data) -> str | None:
+def prepare_foundation(config: Config, train_data, valid_data, callback_fn=None) -> str | None:
     """Make sure the foundation a model reads exists; set ``config['foundation_path']``; return it.
 
     Nothing to do for models without one (``uses_foundation``) or when ``foundation_path`` is set.
     Otherwise the artifact of this run's split and its foundation settings
-    (:func:`recbole_gfm.foundation.foundation_config`) is read from the cache, or trained now.
+    (:func:`recbole_gfm.foundation.foundation_config`) is read from the cache, or trained now
+    (``callback_fn(epoch, valid_score)`` after each of its validations).
     """
     uses = getattr(config.model_class, "uses_foundation", None)
     if uses is None or not uses(config):
@@ -111,7 +112,7 @@ def prepare_foundation(config: Config, train_data, valid_data) -> str | None:
         path = artifact_dir(fconfig, train_data.dataset, foundation_checkpoint(fconfig, valid_data))
         if not is_complete(path):
             getLogger().info(set_color(f"training the foundation ({fconfig['model']})", "green") + f" -> {path}")
-            path = train_foundation(fconfig, train_data, valid_data, show_progress=config["show_progress"])
+            path = train_foundation(fconfig, train_data, valid_data, config["show_progress"], callback_fn)
         config["foundation_path"] = path
     getLogger().info(set_color("foundation", "blue") + f": {config['foundation_path']}")
     return config["foundation_path"]
@@ -126,6 +127,7 @@ def run(
     saved: bool = True,
     evaluate_test: bool = True,
     callback_fn: Callable[[int, float], None] | None = None,
+    foundation_callback_fn: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split.
 
@@ -160,7 +162,7 @@ def run(
         test_data = None
     # recorded in checkpoints and results: serving rebuilds the split and checks it is this one
     config["split_fingerprint"] = dataset_fingerprint(train_data.dataset)
-    foundation_path = prepare_foundation(config, train_data, valid_data)
+    foundation_path = prepare_foundation(config, train_data, valid_data, foundation_callback_fn)
     foundation_time = foundation_meta(foundation_path).get("train_time_s", 0.0) if foundation_path else None
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])

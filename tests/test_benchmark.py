@@ -100,7 +100,7 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     import recbole_gfm.benchmark as benchmark_module
 
     with pytest.MonkeyPatch.context() as patch:  # other code (an edited source file) means other cells
-        patch.setattr(benchmark_module, "code_fingerprint", lambda *paths: "edited")
+        patch.setattr(benchmark_module, "result_code_fingerprint", lambda: "edited")
         edited = load_benchmark(write_bench(tmp_path, typed_data))
     assert all(a.fingerprint != b.fingerprint for a, b in zip(edited.cells, first.cells))
     own_cap = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {"max_epochs": 3}}))

@@ -61,3 +61,16 @@ def test_the_foundation_key_follows_every_setting_that_can_change_it_and_nothing
     assert foundation.foundation_fingerprint(config, train, checkpoint="last") != key
     monkeypatch.setattr(foundation, "encoder_identity", lambda model: {"files_sha256": "another model"})
     assert foundation.foundation_fingerprint(config, train) != key
+
+
+def test_result_keys_leave_out_the_code_that_only_presents_results(tmp_path, monkeypatch):
+    copy = tmp_path / "package"
+    shutil.copytree(artifacts.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "properties"))
+    monkeypatch.setattr(artifacts, "PACKAGE_DIR", str(copy))
+    before = artifacts.result_code_fingerprint()
+    board = copy / "leaderboard.py"
+    board.write_text(board.read_text() + "\nLAYOUT = 'another table layout'\n")
+    assert artifacts.result_code_fingerprint() == before
+    model = copy / "model" / "gfm.py"
+    model.write_text(model.read_text() + "\nSCALE = 2.0\n")
+    assert artifacts.result_code_fingerprint() != before

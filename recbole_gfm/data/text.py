@@ -173,7 +173,7 @@ def item_text_embeddings(config, dataset) -> torch.FloatTensor:
         batch_size=config["text_batch_size"],
         device=config["text_device"],
         cache_dir=config["cache_dir"],
-        show_progress=bool(config["show_progress"]),
+        show_progress=bool(config["show_progress"] if config["text_show_progress"] is None else config["text_show_progress"]),
     )
     embeddings = torch.zeros(len(texts), vectors.shape[1], dtype=torch.float32)
     embeddings[torch.tensor(has_text, dtype=torch.long)] = vectors

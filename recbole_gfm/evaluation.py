@@ -15,6 +15,17 @@ split), every top-k metric also for each group: ``hit@10[users=new]``, ``hit@10[
 with case counts ``users=new`` / ``users=returning``. Under user-grouped splits (rs811, loo) every
 evaluated user is returning and no such key is added.
 
+**Warm and cold items.** When some test interaction goes to an item without train interactions
+(common under a global temporal cut: new items), every top-k metric also over the warm items' and
+over the cold items' interactions: ``hit@10[items=warm]`` ranks the catalogue for the cases with a
+warm positive, with that case's cold positives left out of the ranking (masked, so they are neither
+hits nor misses), and the same the other way for ``hit@10[items=cold]``; case counts ``items=warm``
+/ ``items=cold``.
+
+The group keys also get per-user vectors (``ndcg@10[users=returning]``, ``ndcg@10[items=warm]``
+...), aligned with the users and NaN for the cases outside the group, so that significance tests
+can be run on a group.
+
 **Per item type** (the papers' protocol). For each item type ``t`` (the token field
 ``config['item_type_field']`` of the ``.item`` file) only type-``t`` items are ranked, for the
 evaluation cases that have a type-``t`` positive; ``hit@10[type=Kids]`` means what ``hit@10``
@@ -177,7 +188,11 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
     collector.data_collect(train_data)
     uid_field = dataset.uid_field
     row_users: list[torch.Tensor] = []
-    by_type = _TypeRows(types, train_matrix(train_data, eval_data), trainer.device, maxk) if types is not None else None
+    train = train_matrix(train_data, eval_data)
+    by_type = _TypeRows(types, train, trainer.device, maxk) if types is not None else None
+    warm_item = torch.from_numpy(np.diff(train.tocsc().indptr) > 0).to(trainer.device)
+    by_item: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"items=warm": [], "items=cold": []}
+    seen_rows = 0
 
     batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Full eval", "pink")) if show_progress else eval_data
     for batched_data in batches:
@@ -186,6 +201,11 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
         row_users.append(interaction[uid_field].cpu())
         if by_type is not None:
             by_type.collect(scores, row_users[-1], pos_u, pos_i)
+        warm = warm_item[pos_i]
+        for label, selected in (("items=warm", warm), ("items=cold", ~warm)):
+            if bool(selected.any()):
+                by_item[label].append(_item_group_rows(scores, pos_u, pos_i, selected, maxk, seen_rows))
+        seen_rows += len(row_users[-1])
 
     struct = collector.get_data_struct()
     result = Evaluator(config).evaluate(struct)
@@ -200,14 +220,48 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
             per_user["metrics"].update({f"{name}@{k}": values[:, k - 1].astype(np.float32) for k in config["topk"]})
         with_history = train_users(train_data, eval_data)
         returning = np.isin(users, with_history) if with_history is not None else np.ones(len(users), bool)
+        groups: dict[str, tuple[np.ndarray, torch.Tensor]] = {}  # label: (case indices, rec.topk rows)
         if not returning.all():
             old = torch.from_numpy(returning)
             for label, mask in (("users=new", ~old), ("users=returning", old)):
-                cases[label] = int(mask.sum())
-                result.update(_group_metrics(metrics, struct.get("rec.topk")[mask], label))
+                groups[label] = (np.flatnonzero(mask.numpy()), struct.get("rec.topk")[mask])
+        if by_item["items=cold"] and by_item["items=warm"]:
+            for label, parts in by_item.items():
+                groups[label] = (torch.cat([i for i, _ in parts]).numpy(), torch.cat([r for _, r in parts]))
+        for label, (index, rows) in groups.items():
+            cases[label] = len(index)
+            result.update(_group_metrics(metrics, rows, label))
+            per_user["metrics"].update(_group_vectors(metrics, rows, index, len(users), label, config["topk"]))
     if by_type is not None:
         by_type.update(result, cases, metrics, config, dataset)
     return EvalResult(result, cases, per_user)
+
+
+def _item_group_rows(scores, pos_u, pos_i, selected, maxk: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(case indices, ``rec.topk`` rows) of the cases with a ``selected`` positive, ranked with their
+    other positives masked (neither hits nor misses)."""
+    case_rows, local_u = torch.unique(pos_u[selected], return_inverse=True)
+    ranked = scores[case_rows].clone()
+    local = torch.full((len(scores),), -1, dtype=torch.long, device=scores.device)
+    local[case_rows] = torch.arange(len(case_rows), device=scores.device)
+    other = ~selected & (local[pos_u] >= 0)
+    ranked[local[pos_u[other]], pos_i[other]] = -np.inf
+    topk_rows, _ = _topk_rows(ranked, local_u, pos_i[selected], maxk)
+    return (case_rows + offset).cpu(), topk_rows.cpu()
+
+
+def _group_vectors(metrics: list, rows: torch.Tensor, index: np.ndarray, n: int, label: str, topk: list[int]) -> dict[str, np.ndarray]:
+    """Per-user vectors of a group's keys: the group's values at its cases, NaN elsewhere."""
+    struct = DataStruct()
+    struct.set("rec.topk", rows)
+    vectors = {}
+    for metric in metrics:
+        values = per_row_values(metric, struct)
+        for k in topk:
+            full = np.full(n, np.nan, dtype=np.float32)
+            full[index] = values[:, k - 1]
+            vectors[f"{type(metric).__name__.lower()}@{k}[{label}]"] = full
+    return vectors
 
 
 class _TypeRows:

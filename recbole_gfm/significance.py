@@ -115,6 +115,8 @@ def align(rows: Mapping[str, RowRuns], common_subset: bool = False) -> tuple[lis
             if len(users) != len(values):
                 raise ValueError(f"Row '{label}', seed {seed}: {len(users)} users but {len(values)} values.")
             for user, value in zip(users, values):
+                if value != value:  # NaN: the case is outside the metric's group (e.g. a new user for [users=returning])
+                    continue
                 if (seed, str(user)) in cases:
                     raise AlignmentError(
                         f"Row '{label}', seed {seed}: user '{user}' has more than one value; "

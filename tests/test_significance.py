@@ -97,3 +97,13 @@ def test_bad_input_is_named():
         compare({"A": {1: (["u0", "u0"], [1.0, 2.0])}, "B": {1: (["u0"], [1.0])}})
     with pytest.raises(ValueError, match="at least 2 pairs"):
         compare({"A": {1: (["u0"], [1.0])}, "B": {1: (["u0"], [0.0])}})
+
+
+def test_nan_marks_a_case_outside_the_metrics_group_and_is_left_out_of_the_pairs():
+    users = ["u1", "u2", "u3", "u4"]
+    rows = {
+        "A": {1: (users, [0.5, float("nan"), 0.2, 0.9])},
+        "B": {1: (users, [0.1, float("nan"), 0.2, 0.4])},
+    }
+    result = compare(rows)
+    assert result.n_pairs == 3 and result.means == pytest.approx({"A": (0.5 + 0.2 + 0.9) / 3, "B": 0.7 / 3})

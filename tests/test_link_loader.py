@@ -182,3 +182,25 @@ def test_balanced_loader_draws_the_rarest_relations_size_from_each_relation_ever
     plain = LinkLoader(config, dataset, shuffle=True)
     assert sum(len(b) for b in plain) == graph.edge_index.shape[1]
     config["balanced_sampling"] = True
+
+
+def test_hard_negatives_are_two_hops_away_and_grow_one_per_epoch(typed_train):
+    config, dataset = typed_train
+    config["hard_negatives"] = 2
+    graph = build_cointeraction_graph(config, dataset)
+    neighbours = {}
+    for s, d in graph.edge_index.T.tolist():
+        neighbours.setdefault(d, set()).add(s)
+    loader = LinkLoader(config, dataset, shuffle=True)
+    widths, two_hop, total = [], 0, 0
+    for _ in range(3):
+        batch = next(iter(loader))
+        widths.append(batch.negative.shape[1])
+        for a, row in zip(batch.anchor.tolist(), batch.negative[:, 3:].tolist()):
+            for n in row:
+                total += 1
+                # a walk's item is never the anchor or its neighbour (a uniform fallback may be, rarely)
+                two_hop += n != a and n not in neighbours.get(a, set()) and any(n in neighbours.get(m, set()) for m in neighbours.get(a, set()))
+    assert widths == [3, 4, 5]  # 3 uniform, then one more hard negative per epoch up to 2
+    assert total == 64 * 3 and two_hop > 0.9 * total
+    config["hard_negatives"] = 0

@@ -66,10 +66,13 @@ class CoInteractionGraph:
         counts = torch.bincount(self.edge_type, minlength=self.num_relations).tolist()
         return dict(zip(self.relations, counts))
 
-    def relation_csr(self, r: int) -> RelationCSR:
-        """CSR neighbour lists of relation ``r``, rows indexed by global item id."""
-        mask = self.edge_type == r
+    def relation_csr(self, r: int | None) -> RelationCSR:
+        """CSR neighbour lists of relation ``r`` (None: of every relation), rows indexed by global item id."""
+        mask = self.edge_type == r if r is not None else torch.ones_like(self.edge_type, dtype=torch.bool)
         src, dst = self.edge_index[0, mask], self.edge_index[1, mask]
+        if r is None:  # edges are sorted by relation first: sort by source for one CSR
+            order = torch.argsort(src * self.num_items + dst)
+            src, dst, mask = src[order], dst[order], torch.nonzero(mask).flatten()[order]
         rowptr = torch.zeros(self.num_items + 1, dtype=torch.long)
         rowptr[1:] = torch.cumsum(torch.bincount(src, minlength=self.num_items), 0)
         return RelationCSR(rowptr, dst.clone(), self.edge_weight[mask].clone())

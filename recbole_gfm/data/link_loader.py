@@ -161,7 +161,11 @@ class LinkLoader(AbstractDataLoader):
     Config keys: ``train_batch_size`` (edges per batch), ``num_negatives`` (uniform random
     catalogue items per edge, ids 1..n-1), ``balanced_sampling`` (each epoch draws, per relation,
     as many edges as the rarest relation has: the papers' balanced multi-link sampler, redrawn
-    every epoch; otherwise every edge once), ``fanouts``, ``exclude_target_edges``.
+    every epoch; otherwise every edge once), ``fanouts``, ``exclude_target_edges``, and
+    ``hard_negatives`` (PinSage's curriculum, Ying et al. 2018: in epoch e, min(e, hard_negatives)
+    extra negatives per edge drawn two hops from the anchor, as a random walk anchor -> neighbour ->
+    neighbour that is neither the anchor nor one of its neighbours; a walk that finds none falls
+    back to a uniform item). Hard negatives follow the uniform ones in ``LinkBatch.negative``.
     """
 
     def __init__(self, config, dataset, sampler=None, shuffle: bool = True):
@@ -172,8 +176,12 @@ class LinkLoader(AbstractDataLoader):
         self.num_negatives = config["num_negatives"]
         self.balanced = config["balanced_sampling"]
         self.exclude_target_edges = config["exclude_target_edges"]
+        self.hard_negatives = config["hard_negatives"] or 0
         self.seed = config["seed"]
         self.epoch = -1
+        if self.hard_negatives:  # every relation's neighbours, one CSR: the walks ignore the relation
+            self.neighbours = graph.relation_csr(None)
+            self.edge_keys = torch.sort(edge_keys(graph.edge_index[1], graph.edge_index[0], graph.num_items)).values
         # edge indices of every non-empty relation; an epoch's size is fixed by the sampling rule
         self.relation_edges = [torch.nonzero(graph.edge_type == r).flatten() for r in torch.unique(graph.edge_type).tolist()]
         self.per_relation = min((len(e) for e in self.relation_edges), default=0) if self.balanced else None
@@ -203,6 +211,9 @@ class LinkLoader(AbstractDataLoader):
         generator = self._generator(int(edges[0]) if len(edges) else 0)
         anchor, positive = self.graph.edge_index[1, edges], self.graph.edge_index[0, edges]
         negative = torch.randint(1, self.graph.num_items, (len(edges), self.num_negatives), generator=generator)
+        if self.hard_negatives and self.epoch > 0:
+            hard = self._two_hop(anchor, min(self.epoch, self.hard_negatives), generator)
+            negative = torch.cat([negative, hard], dim=1)
         nodes = torch.unique(torch.cat([anchor, positive, negative.flatten()]))
         exclude = None
         if self.exclude_target_edges:
@@ -210,3 +221,20 @@ class LinkLoader(AbstractDataLoader):
             exclude = torch.sort(torch.cat([edge_keys(anchor, positive, n), edge_keys(positive, anchor, n)])).values
         blocks = sample_blocks(self.csrs, nodes, self.fanouts, generator, exclude)
         return LinkBatch(anchor, positive, negative, self.graph.edge_type[edges], nodes, blocks)
+
+    def _two_hop(self, anchor: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+        """[B, count] items two random-walk steps from each anchor, not the anchor nor a neighbour of it."""
+        csr, n = self.neighbours, self.graph.num_items
+        start = anchor.repeat_interleave(count)
+
+        def step(nodes: torch.Tensor) -> torch.Tensor:
+            degree = csr.rowptr[nodes + 1] - csr.rowptr[nodes]
+            pick = (torch.rand(len(nodes), generator=generator, dtype=torch.float64) * degree).long()
+            return torch.where(degree > 0, csr.col[(csr.rowptr[nodes] + pick).clamp(max=max(len(csr.col) - 1, 0))], 0)
+
+        reached = step(step(start))
+        keys = edge_keys(start, reached, n)
+        found = torch.searchsorted(self.edge_keys, keys).clamp(max=max(len(self.edge_keys) - 1, 0))
+        bad = (reached == 0) | (reached == start) | (self.edge_keys[found] == keys)  # none, itself, a neighbour
+        fallback = torch.randint(1, n, (len(start),), generator=generator)
+        return torch.where(bad, fallback, reached).view(len(anchor), count)

@@ -90,6 +90,7 @@ def test_item_text_embeddings(tmp_path, fake_encoder):
         "text_device": "cpu",
         "cache_dir": str(tmp_path),
         "show_progress": False,
+        "text_show_progress": None,
     }
     embeddings = item_text_embeddings(config, FakeDataset())
     assert embeddings.shape == (4, 3)

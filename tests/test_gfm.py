@@ -208,7 +208,20 @@ def dense_history(model: GFM, dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("unified", [True, False])
 def test_histories_built_per_batch_give_the_dense_tables_numbers(typed_slice, workdir, unified):
-    """Same loss on the same batch and the same full-ranking scores as the dense per-user table, bit for bit."""
+    """Same loss on the same batch and the same full-ranking scores as the dense per-user table, bit for bit.
+
+    Under deterministic algorithms, as runs are (``reproducibility``): without them the dense table's
+    own ``index_put_`` adds in a thread-dependent order.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        _check_histories_against_the_dense_table(typed_slice, unified)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _check_histories_against_the_dense_table(typed_slice, unified):
     _, train_data, _, model = build(typed_slice, unified=unified, empty_history_prob=0.3)
     sums, counts = dense_history(model, train_data.dataset)
     users = torch.arange(model.n_users)

@@ -189,13 +189,16 @@ class GFM(GeneralRecommender):
         return self._type_sums(row * self.n_types + self.item_type[items], items, len(users))
 
     def _type_sums(self, cell: torch.Tensor, items: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Content sums [n_rows, T, d] and counts [n_rows, T] of ``items``, each added into its ``cell`` (row x T + type)."""
-        d = self.content.shape[1]
-        sums = torch.zeros(n_rows * self.n_types, d, device=self.content.device)
-        counts = torch.zeros(n_rows * self.n_types, device=self.content.device)
-        sums.index_add_(0, cell, self.content[items])
-        counts.index_add_(0, cell, torch.ones(len(items), device=counts.device))
-        return sums.view(n_rows, self.n_types, d), counts.view(n_rows, self.n_types)
+        """Content sums [n_rows, T, d] and counts [n_rows, T] of ``items``, each added into its ``cell`` (row x T + type).
+
+        One ``embedding_bag`` sum per cell, the items of a cell in the order given (a stable sort by
+        cell): no [items, d] copy of their content vectors, and, with deterministic algorithms (the
+        run's ``reproducibility``), the same bits as adding them one by one.
+        """
+        counts = torch.bincount(cell, minlength=n_rows * self.n_types)
+        order = torch.argsort(cell, stable=True)
+        sums = F.embedding_bag(items[order], self.content, counts.cumsum(0) - counts, mode="sum")
+        return sums.view(n_rows, self.n_types, -1), counts.view(n_rows, self.n_types).float()
 
     def user_vectors(self, users: torch.Tensor, sums=None, counts=None) -> torch.Tensor:
         """[B, n_towers, d] user vectors from the train history (or the given history sums/counts)."""

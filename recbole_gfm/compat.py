@@ -342,7 +342,7 @@ def _init_device(self) -> None:
     if not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
-            init_method=f"tcp://{final['ip']}:{final['port']}",
+            init_method=f"tcp://{final['ip'] or 'localhost'}:{final['port'] or 5678}",  # RecBole run()'s defaults
             rank=local_rank + offset,
             world_size=int(final["world_size"]),
         )

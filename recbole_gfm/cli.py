@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if record is None:  # a machine of a multi-machine run without rank 0: that machine prints the result
+        print("done: the result is rank 0's (offset 0), on the machine that runs it")
+        return 0
     print(json.dumps({"best_valid_result": record["best_valid_result"], "test_result": record["test_result"]}, indent=2))
     if record.get("result_file"):
         print(f"result file: {record['result_file']}")

@@ -25,6 +25,9 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+# RecBole's multi-process keys (its ``run`` sets them; no properties file defines them), and the
+# rank a launcher gives each process (recbole_gfm.quick_start.run).
+MULTI_PROCESS_KEYS = ("nproc", "world_size", "ip", "port", "offset", "local_rank")
 _RECBOLE_MODEL_PACKAGES = [
     "recbole.model.general_recommender",
     "recbole.model.sequential_recommender",
@@ -124,7 +127,7 @@ def known_keys() -> frozenset[str]:
             for name in files:
                 if name.endswith(".yaml") and "benchmark" not in folder:
                     keys.update(load_yaml(os.path.join(folder, name)))
-    keys.update({"model", "dataset", "config_files", "benchmark"})
+    keys.update({"model", "dataset", "config_files", "benchmark", *MULTI_PROCESS_KEYS})
     return frozenset(keys)
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from recbole.utils import init_seed
 
 from recbole_gfm.compat import load_checkpoint
-from recbole_gfm.config import Config, ConfigError
+from recbole_gfm.config import MULTI_PROCESS_KEYS, Config, ConfigError
 from recbole_gfm.data.text import encode_texts
 from recbole_gfm.foundation import dataset_fingerprint, embed_new_items, is_complete
 from recbole_gfm.model.gfm import GFM
@@ -121,7 +121,8 @@ def rebuild_run(checkpoint_file: str, device: str | None = None):
     settings = checkpoint["config"]
     if settings["model"] != "GFM":
         raise ConfigError(f"{checkpoint_file} holds a {settings['model']} model; Recommender serves GFM runs.")
-    overrides = dict(checkpoint["external_config"])
+    # served by one process, whatever trained it (a rank's keys would start a process group)
+    overrides = {k: v for k, v in checkpoint["external_config"].items() if k not in MULTI_PROCESS_KEYS}
     if device is not None:
         overrides["use_gpu"] = device != "cpu"
     config = Config("GFM", settings["dataset"], config_dict=overrides)

@@ -9,24 +9,42 @@ Everything flows one way. The run builds the split once; a model that reads a fo
 the cached artifact, or an HGNN trained here and stored), and its constructor only loads the
 artifact that ``config['foundation_path']`` names. A model that trains on other batches than
 user-item pairs names its loader (``train_loader``, e.g. HGNN's link-prediction batches).
+
+**Multi-process runs** take RecBole's keys: ``nproc`` processes on this machine, ``world_size`` in
+all (default ``nproc``), ranks ``offset .. offset + nproc - 1`` here, rank 0 reachable at
+``ip:port``. :func:`run` spawns the ranks (as RecBole's ``run_recboles`` does) and returns rank 0's
+record. Every rank builds the config, the data and the split; rank 0 prepares the foundation (and
+any cache the model's constructor writes) and builds its model first while the others wait, then
+they build theirs from what it wrote. RecBole's Trainer trains each rank on its shard of the
+train loader (its DistributedSampler; HGNN's link loader too) with gradients all-reduced
+(gloo on the CPU, nccl on CUDA: :mod:`recbole_gfm.compat`); rank 0 alone evaluates, on unsharded
+loaders, and writes the checkpoint, the result file, the logs and any artifact.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
+import pickle
+import socket
+import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from logging import getLogger
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_gfm.artifacts import package_versions, write_json
-from recbole_gfm.compat import to_plain
-from recbole_gfm.config import Config, ConfigError
+from recbole_gfm.compat import is_leader, to_plain, wait_for_rank0
+from recbole_gfm.config import MULTI_PROCESS_KEYS, Config, ConfigError
 from recbole_gfm.data.validate import validate_atomic_files
 from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
@@ -67,14 +85,93 @@ def get_trainer(config: Config):
     return trainer or recbole_get_trainer(config["MODEL_TYPE"], config["model"])
 
 
-def refuse_multi_process(config: Config) -> None:
-    """Multi-process training is not supported yet: say so instead of failing half-way."""
-    if (config["nproc"] or 1) > 1 or (config["world_size"] or 1) > 1:
+@dataclass(frozen=True)
+class Launch:
+    """The processes of a multi-process run on this machine (RecBole's keys, resolved and checked)."""
+
+    nproc: int  # processes on this machine
+    world_size: int  # processes in all
+    ip: str  # where rank 0 listens
+    port: int
+    offset: int  # rank of this machine's first process
+    threads: int  # torch threads per process on the CPU (the machine's, shared)
+
+    def settings(self, local_rank: int) -> dict[str, Any]:
+        """The config keys of process ``local_rank`` of this machine."""
+        return {
+            "nproc": self.nproc, "world_size": self.world_size, "ip": self.ip, "port": self.port,
+            "offset": self.offset, "local_rank": local_rank,
+        }  # fmt: skip
+
+
+def launch_plan(config: Config) -> Launch | None:
+    """The multi-process launch ``config`` asks for (None: one process), or a ConfigError saying what is wrong.
+
+    ``nproc`` (default 1) processes here, ``world_size`` in all (default ``nproc``; RecBole's -1 too),
+    this machine's ranks from ``offset`` (default 0), rank 0 at ``ip`` (default localhost) : ``port``
+    (default 5678). On CUDA each process needs its own GPU among ``gpu_id``.
+    """
+    def integer(key: str, default: int) -> int:
+        value = config[key]
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}.")
+        return value
+
+    nproc = integer("nproc", 1)
+    world_size = integer("world_size", -1)
+    world_size = nproc if world_size == -1 else world_size
+    offset = integer("offset", 0)
+    if nproc < 1:
+        raise ConfigError(f"nproc must be at least 1, got {nproc}.")
+    if nproc == 1 and world_size == 1:
+        return None
+    if world_size < nproc or not 0 <= offset <= world_size - nproc:
         raise ConfigError(
-            f"nproc={config['nproc']}, world_size={config['world_size']}: multi-process training is not supported "
-            "yet by recbole-gfm (RecBole's own path is CUDA-only and pads evaluation with duplicates). "
-            "Run one process: drop nproc / world_size."
+            f"world_size={world_size}, nproc={nproc}, offset={offset}: this machine's ranks offset .. offset + nproc - 1 "
+            "must lie in 0 .. world_size - 1 (world_size counts the processes of every machine)."
         )
+    port = integer("port", 5678)
+    if not 0 < port < 65536:
+        raise ConfigError(f"port must be in 1 .. 65535, got {port}.")
+    ip = str(config["ip"] or "localhost")
+    if torch.device(config["device"]).type == "cuda":
+        gpus = [g for g in str(config["gpu_id"]).split(",") if g.strip()]
+        if nproc > min(len(gpus), torch.cuda.device_count()):
+            raise ConfigError(
+                f"nproc={nproc} on CUDA needs one GPU per process: gpu_id '{config['gpu_id']}' names {len(gpus)} and "
+                f"this machine has {torch.cuda.device_count()}. Set gpu_id to {nproc} ids (e.g. --gpu_id="
+                f"{','.join(map(str, range(nproc)))}), lower nproc, or run on the CPU (--use_gpu=False)."
+            )
+    if offset == 0:  # rank 0 runs here and listens on the port: it must be free
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("", port))
+            except OSError as e:
+                raise ConfigError(f"port {port} is in use on this machine ({e.strerror}): choose a free one with --port=N.") from None
+    return Launch(nproc, world_size, ip, port, offset, threads=max(1, torch.get_num_threads() // nproc))
+
+
+def single_process_view(config: Config) -> Config:
+    """``config`` as a one-process run gives it to the configs built from it (the foundation's): its
+    multi-process keys removed, so rank 0 trains the foundation alone, into the artifact a one-process
+    run would write and read."""
+    view = copy.copy(config)
+    view.external_config_dict = {k: v for k, v in config.external_config_dict.items() if k not in MULTI_PROCESS_KEYS}
+    return view
+
+
+@contextmanager
+def rank0_first(config: Config):
+    """Rank 0 runs the block, then the other ranks do (reading what rank 0 wrote); one process: just the block."""
+    distributed = not config["single_spec"]
+    if distributed and not is_leader(config):
+        wait_for_rank0()
+    yield
+    if distributed and is_leader(config):
+        wait_for_rank0()
 
 
 def training_data(config: Config, train_data):
@@ -108,7 +205,7 @@ def prepare_foundation(config: Config, train_data, valid_data, callback_fn=None)
     if uses is None or not uses(config):
         return None
     if not config["foundation_path"]:
-        fconfig = foundation_config(config)
+        fconfig = foundation_config(single_process_view(config))
         path = artifact_dir(fconfig, train_data.dataset, foundation_checkpoint(fconfig, valid_data))
         if not is_complete(path):
             getLogger().info(set_color(f"training the foundation ({fconfig['model']})", "green") + f" -> {path}")
@@ -128,7 +225,7 @@ def run(
     evaluate_test: bool = True,
     callback_fn: Callable[[int, float], None] | None = None,
     foundation_callback_fn: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split.
 
     Returns the result record (also written to ``<results_dir>/<model>-<dataset>-<time>.json``
@@ -138,6 +235,10 @@ def run(
     users have no train interaction, new / returning-user keys too. ``record["per_user"]`` holds
     the test split's per-user metric values (:mod:`recbole_gfm.per_user`).
 
+    With ``nproc`` > 1 or ``world_size`` > 1 (:func:`launch_plan`) the ranks of this machine are
+    spawned here and the record is rank 0's (None on a machine without rank 0); the callbacks then
+    run in rank 0 and must be picklable.
+
     For the benchmark (:mod:`recbole_gfm.benchmark`, :mod:`recbole_gfm.search`): with
     ``evaluate_test=False`` the test split is never evaluated (a search trial is scored on the
     validation split only; the record's test keys are empty); ``callback_fn(epoch, valid_score)``
@@ -145,13 +246,86 @@ def run(
     ``epochs_trained`` and ``stopped_early`` (ended by early stopping, not by ``epochs``).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
-    refuse_multi_process(config)
+    plan = launch_plan(config) if config["single_spec"] else None  # a rank (local_rank given) runs as it is
+    if plan is None:
+        return run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn)
+    check_dataset_files(config)  # before spawning anything
+    settings = {k: v for k, v in (config_dict or {}).items() if k not in MULTI_PROCESS_KEYS}
+    overrides = {k: v for k, v in (cmd_overrides or {}).items() if k not in MULTI_PROCESS_KEYS}
+    job = (model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn)
+    return spawn(plan, job)
+
+
+def spawn(plan: Launch, job: tuple) -> dict[str, Any] | None:
+    """Run ``job`` (:func:`run`'s arguments) in ``plan.nproc`` spawned processes; rank 0's record.
+
+    As RecBole's ``run_recboles`` (``torch.multiprocessing.spawn``: a failed rank stops the others),
+    but the record comes back through a file, not a pipe a large record would block on, and an
+    error raised in a rank (a ConfigError ...) is raised here as it was.
+    """
+    with tempfile.TemporaryDirectory(prefix="recbole_gfm-ranks-") as outbox:
+        try:
+            torch.multiprocessing.spawn(_rank_main, args=(plan, job, outbox), nprocs=plan.nproc, join=True)
+        except torch.multiprocessing.ProcessRaisedException as failure:
+            error = _read(outbox, "error")
+            if error is None:
+                raise
+            raise error from failure
+        return _read(outbox, "record")
+
+
+def _rank_main(local_rank: int, plan: Launch, job: tuple, outbox: str) -> None:
+    """One spawned process: rank ``plan.offset + local_rank`` of the run."""
+    model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn = job
+    torch.set_num_threads(plan.threads)
+    try:
+        config = Config(model, dataset, config_file_list, {**settings, **plan.settings(local_rank)}, overrides)
+        record = run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn)
+    except BaseException as error:
+        _write(outbox, "error", error)
+        raise
+    if record is not None:
+        _write(outbox, "record", record)
+
+
+def _write(outbox: str, name: str, value: Any) -> None:
+    """Pickle ``value`` to ``<outbox>/<name>.pkl`` (the first writer wins; an unpicklable error is left to spawn's report)."""
+    path = os.path.join(outbox, f"{name}.pkl")
+    try:
+        data = pickle.dumps(value)
+    except Exception:
+        return
+    try:
+        with open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        pass
+
+
+def _read(outbox: str, name: str) -> Any:
+    path = os.path.join(outbox, f"{name}.pkl")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def run_process(
+    config: Config,
+    saved: bool = True,
+    evaluate_test: bool = True,
+    callback_fn: Callable[[int, float], None] | None = None,
+    foundation_callback_fn: Callable[[int, float], None] | None = None,
+) -> dict[str, Any] | None:
+    """:func:`run` in this process: the whole run, or this rank's part of a multi-process one (rank 0's record, None elsewhere)."""
+    leader = is_leader(config)
     check_dataset_files(config)
     validate_atomic_files(config)  # bad data: an error naming the file, line and field, before RecBole reads it
     init_seed(config["seed"], config["reproducibility"])
     # RecBole's init_seed only pins cuDNN; CPU scatter/index_put backward (HGNN) also needs this
     torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
-    init_logger(config)
+    if leader:  # one log file per run; the other ranks' errors still reach stderr
+        init_logger(config)
     logger = getLogger()
     logger.info(config)
 
@@ -162,11 +336,11 @@ def run(
         test_data = None
     # recorded in checkpoints and results: serving rebuilds the split and checks it is this one
     config["split_fingerprint"] = dataset_fingerprint(train_data.dataset)
-    foundation_path = prepare_foundation(config, train_data, valid_data, foundation_callback_fn)
-    foundation_time = foundation_meta(foundation_path).get("train_time_s", 0.0) if foundation_path else None
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = config.model_class(config, train_data.dataset).to(config["device"])
+    with rank0_first(config):  # the foundation and the caches a constructor fills are written once
+        foundation_path = prepare_foundation(config, train_data, valid_data, foundation_callback_fn if leader else None)
+        foundation_time = foundation_meta(foundation_path).get("train_time_s", 0.0) if foundation_path else None
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        model_obj = config.model_class(config, train_data.dataset).to(config["device"])
     logger.info(model_obj)
     train_data = training_data(config, train_data)
     trainer = get_trainer(config)(config, model_obj)
@@ -178,7 +352,7 @@ def run(
         """RecBole's per-evaluation callback: early_stopping resets cur_step to 0 on a new best."""
         if trainer.cur_step == 0:
             best.update(epoch=epoch, seconds=time.perf_counter() - start)
-        if callback_fn is not None:  # benchmark hook: progress lines
+        if callback_fn is not None and leader:  # benchmark hook: progress lines
             callback_fn(epoch, score)
 
     best_valid_score, best_valid_result = trainer.fit(
@@ -188,6 +362,10 @@ def run(
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_time = time.perf_counter() - start
+    if not config["single_spec"]:
+        dist.destroy_process_group()  # what remains is rank 0's alone
+        if not leader:
+            return None
     test_result = dict(test_result or {})
     # per-user vectors and new / returning-user keys always, per-type keys with per_type_eval
     per_type_cases: dict[str, int] = {}

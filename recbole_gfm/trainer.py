@@ -6,6 +6,7 @@ import time
 
 from recbole.trainer import TraditionalTrainer, Trainer
 
+from recbole_gfm.compat import is_leader
 from recbole_gfm.foundation import save_foundation
 
 
@@ -37,6 +38,8 @@ class FoundationExport:
         start = time.perf_counter()
         result = super().fit(train_data, valid_data, verbose, saved, show_progress, keep_best)
         train_time = time.perf_counter() - start
+        if not is_leader(self.config):  # a multi-process run writes its artifact once, from rank 0
+            return result
         if best:
             self.model.load_state_dict(best["state"])
         self.model.eval()

@@ -18,6 +18,9 @@ def test_every_fix_this_stack_needs_is_applied():
         "sine-anomaly-detection-off",
         "torch-weights-only-checkpoint",
         "checkpoint-sha256",
+        "distributed-backend-by-device",
+        "distributed-trainer",
+        "distributed-evaluation-exact",
         "pop-counts-train-interactions",
     ]
 

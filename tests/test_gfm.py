@@ -38,7 +38,7 @@ def test_the_target_item_never_reaches_its_own_user_history(typed_slice, workdir
     model.calculate_loss(batch)
     types = model.item_type[items]
     rows = torch.arange(len(users))
-    full_sum, full_count = model.history_sum[users], model.history_count[users]
+    full_sum, full_count = model.history(users)
     assert torch.equal(seen["counts"][rows, types], full_count[rows, types] - 1)
     assert torch.allclose(seen["sums"][rows, types], full_sum[rows, types] - model.content[items], atol=1e-5)
     # other types' history untouched
@@ -50,11 +50,10 @@ def test_a_user_whose_only_item_is_the_target_sees_an_empty_history(typed_slice,
     _, train_data, _, model = build(typed_slice)
     user, item = train_data._dataset.inter_feat["user_id"][0], train_data._dataset.inter_feat["item_id"][0]
     t = model.item_type[item]
-    # make `item` the user's whole history
-    model.history_sum[user] = 0
-    model.history_count[user] = 0
-    model.history_sum[user, t] = model.content[item]
-    model.history_count[user, t] = 1
+    # make `item` the user's whole history (and every other user's history empty)
+    model.history_items = item.view(1)
+    model.history_indptr = (torch.arange(model.n_users + 1) > user).long()
+    assert torch.equal(model.history(user.view(1))[1][0], torch.eye(model.n_types)[t])
     seen = {}
     monkeypatch.setattr(model, "encode_users", lambda u, s, c, tw: seen.update(s=s, c=c) or GFM.encode_users(model, u, s, c, tw))
     from recbole.data.interaction import Interaction
@@ -71,7 +70,7 @@ def test_empty_history_prob_hides_whole_histories_of_that_share_of_examples(type
     torch.manual_seed(0)
     model.calculate_loss(batch)
     hidden = seen["c"].sum(1) == 0
-    had_history = model.history_count[batch["user_id"]].sum(1) > 1  # still non-empty once the target is left out
+    had_history = model.history(batch["user_id"])[1].sum(1) > 1  # still non-empty once the target is left out
     share = float(hidden[had_history].float().mean())
     assert 0.4 < share < 0.6, share
     assert seen["s"][hidden].abs().sum() == 0  # hidden whole: sums as well as counts
@@ -83,7 +82,7 @@ def test_empty_history_prob_hides_whole_histories_of_that_share_of_examples(type
     _, _, _, cold = build(typed_slice, empty_history_prob=1.0)
     cold.eval()  # no dropout: the loss is a function of the weights and the batch
     before = cold.calculate_loss(batch)
-    cold.history_sum.normal_()
+    cold.history_items = torch.randint(1, cold.n_items, cold.history_items.shape)  # other histories
     assert torch.equal(before, cold.calculate_loss(batch))
     with pytest.raises(ValueError, match="empty_history_prob"):
         build(typed_slice, empty_history_prob=1.5)
@@ -134,11 +133,11 @@ def test_per_type_variant_scores_each_item_with_its_types_towers(typed_slice, wo
     scores = model.full_sort_predict({"user_id": users}).view(3, -1)
     for item in (1, 7, 30):
         t = int(model.item_type[item])
-        u = model.encode_users(users, model.history_sum[users], model.history_count[users], t)
+        u = model.encode_users(users, *model.history(users), t)
         v = model.encode_items(torch.tensor([item]), t)
         assert torch.allclose(scores[:, item], (u @ v.T).flatten(), atol=1e-5)
     # a per-type tower pair sees only its own type's history
-    u_a = model.user_input(users, model.history_sum[users], model.history_count[users], 0)
+    u_a = model.user_input(users, *model.history(users), 0)
     assert u_a.shape[1] == model.content.shape[1] + 1
 
 
@@ -176,8 +175,6 @@ def test_gfm_never_trains_a_foundation_itself(typed_slice, workdir):
         GFM(config, train_data.dataset)
 
 
-
-
 def test_cold_item_prob_shows_the_item_tower_the_no_edge_foundation_vectors(typed_slice, workdir, monkeypatch):
     from recbole_gfm.data.text import item_text_embeddings
     from recbole_gfm.foundation import embed_new_items
@@ -197,3 +194,51 @@ def test_cold_item_prob_shows_the_item_tower_the_no_edge_foundation_vectors(type
     assert torch.allclose(seen["x"][:, : model.content.shape[1]], model.cold_content[items])
     _, _, _, plain = build(typed_slice)
     assert plain.cold_item_prob == 0.0 and not hasattr(plain, "cold_content")
+
+
+def dense_history(model: GFM, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The users x types x d history table GFM kept before histories were built per batch (the reference)."""
+    users, items = dataset.inter_feat["user_id"], dataset.inter_feat["item_id"]
+    sums = torch.zeros(model.n_users, model.n_types, model.content.shape[1])
+    sums.index_put_((users, model.item_type[items]), model.content[items], accumulate=True)
+    counts = torch.zeros(model.n_users, model.n_types)
+    counts.index_put_((users, model.item_type[items]), torch.ones(len(items)), accumulate=True)
+    return sums, counts
+
+
+@pytest.mark.parametrize("unified", [True, False])
+def test_histories_built_per_batch_give_the_dense_tables_numbers(typed_slice, workdir, unified):
+    """Same loss on the same batch and the same full-ranking scores as the dense per-user table, bit for bit.
+
+    Under deterministic algorithms, as runs are (``reproducibility``): without them the dense table's
+    own ``index_put_`` adds in a thread-dependent order.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        _check_histories_against_the_dense_table(typed_slice, unified)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _check_histories_against_the_dense_table(typed_slice, unified):
+    _, train_data, _, model = build(typed_slice, unified=unified, empty_history_prob=0.3)
+    sums, counts = dense_history(model, train_data.dataset)
+    users = torch.arange(model.n_users)
+    new_sums, new_counts = model.history(users)
+    assert counts.sum() == len(train_data.dataset) and torch.equal(new_counts, counts)
+    assert torch.equal(new_sums, sums)
+    batch = next(iter(train_data))
+    torch.manual_seed(7)
+    loss = model.calculate_loss(batch).detach()  # dropout, empty_history_prob: the same draws in both runs
+    model.eval()
+    scores = model.full_sort_predict({"user_id": users})
+    model.train()
+    model.history = lambda u: (sums[u], counts[u])  # the reference: rows of the dense table
+    torch.manual_seed(7)
+    assert torch.equal(loss, model.calculate_loss(batch).detach()) and float(loss) > 0
+    model.eval()
+    assert torch.equal(scores, model.full_sort_predict({"user_id": users}))
+    # what the model holds grows with interactions and items, not users x types x d
+    held = sum(b.numel() for b in model.buffers())
+    assert held < len(train_data.dataset) + 3 * model.n_users + model.n_items * (model.content.shape[1] + 4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 import pytest
@@ -204,3 +206,35 @@ def test_hard_negatives_are_two_hops_away_and_grow_one_per_epoch(typed_train):
     assert widths == [3, 4, 5]  # 3 uniform, then one more hard negative per epoch up to 2
     assert total == 64 * 3 and two_hop > 0.8 * total  # the rest: walks that met the anchor or a neighbour
     config["hard_negatives"] = 0
+
+
+def test_ranks_draw_the_same_balanced_epoch_and_each_trains_on_its_own_shard(typed_train, monkeypatch):
+    """Two ranks (torch.distributed's rank and world size faked): RecBole installs its DistributedSampler
+    in the link loader; both ranks draw the same balanced edges, split them, and reshuffle on set_epoch."""
+    config, dataset = typed_train
+    config["exclude_target_edges"] = True
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    loaders = []
+    for rank in (0, 1):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None, _rank=rank: _rank)
+        monkeypatch.setitem(config.final_config_dict, "single_spec", False)
+        monkeypatch.setitem(config.final_config_dict, "world_size", 2)
+        loaders.append(LinkLoader(config, dataset, shuffle=True))
+    assert all(isinstance(l.sampler, torch.utils.data.DistributedSampler) for l in loaders)
+    assert loaders[0].step == 32 and len(loaders[0]) == len(loaders[1])  # 64 edges a step in all, 32 per rank
+    shards = []
+    for epoch in (0, 1):
+        pairs = []
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)  # what RecBole's Trainer does for a shuffled train loader
+            batches = list(loader)
+            pairs.append(sorted(zip(torch.cat([b.anchor for b in batches]).tolist(), torch.cat([b.positive for b in batches]).tolist())))
+        assert torch.equal(loaders[0]._epoch_edges, loaders[1]._epoch_edges), "one balanced draw per epoch for all ranks"
+        edges = loaders[0]._epoch_edges
+        drawn = sorted(zip(loaders[0].graph.edge_index[1, edges].tolist(), loaders[0].graph.edge_index[0, edges].tolist()))
+        together, drawn = Counter(pairs[0] + pairs[1]), Counter(drawn)
+        assert len(pairs[0]) == len(pairs[1]) and not drawn - together, "every drawn edge is trained on"
+        # but for the DistributedSampler's padding (the first edge again, to even the shards), once
+        assert sum((together - drawn).values()) == len(edges) % 2
+        shards.append(pairs[0])
+    assert shards[0] != shards[1]

@@ -40,7 +40,7 @@ def test_nosave_writes_no_checkpoint_for_the_model_or_its_foundation(typed_slice
     assert [f for f in os.listdir("results") if not f.startswith("GFM-")] == []  # no HGNN result file either
 
 
-@pytest.mark.parametrize("key", ["nproc", "world_size"])
-def test_multi_process_runs_are_refused_with_a_clear_error(typed_slice, workdir, key):
-    with pytest.raises(ConfigError, match=rf"{key}=2.*multi-process training is not supported"):
-        run("BPR", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, **{key: 2}))
+def test_a_multi_process_run_that_cannot_start_is_a_clear_error_before_anything_runs(typed_slice, workdir, monkeypatch):
+    monkeypatch.setattr(quick_start, "spawn", lambda *a: pytest.fail("nothing may be spawned"))
+    with pytest.raises(ConfigError, match="world_size=1, nproc=2"):
+        run("BPR", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, nproc=2, world_size=1))

@@ -15,6 +15,11 @@ Cold start:  with probability ``empty_history_prob`` a training example's histor
              without edges (its text alone), so the item tower also learns the vectors new items
              get, and a new item is not penalised for being new.
 
+Memory: the train history is kept as a CSR over users (an item id per interaction), and each
+batch's per-type sums and counts are built from its users' rows (:meth:`GFM.history`); serving
+builds them the same way from the history it is given. O(interactions + items x d), never a
+users x types x d table (10^6 users x 10 types x 512 floats would be 20 GB).
+
 ``unified: False`` trains one pair of towers per item type (the papers' per-type baseline): a
 pair sees only interactions and history of its type, and an item is scored by its type's pair.
 """
@@ -105,15 +110,15 @@ class GFM(GeneralRecommender):
         item_type[0] = 0  # padding never scored; any valid type index keeps lookups simple
         self.register_buffer("item_type", item_type, persistent=False)
 
-        # per-user, per-type sum of content vectors and counts of the train history
+        # the train history as a CSR over users (interactions in the split's order): each batch's
+        # per-type sums are built from its users' rows (:meth:`history`), never a users x types x d table
         inter = dataset.inter_feat
         users, items = inter[self.USER_ID], inter[self.ITEM_ID]
-        sums = torch.zeros(self.n_users, self.n_types, content.shape[1])
-        sums.index_put_((users, item_type[items]), content[items], accumulate=True)
-        counts = torch.zeros(self.n_users, self.n_types)
-        counts.index_put_((users, item_type[items]), torch.ones(len(items)), accumulate=True)
-        self.register_buffer("history_sum", sums, persistent=False)
-        self.register_buffer("history_count", counts, persistent=False)
+        order = torch.argsort(users, stable=True)
+        self.register_buffer("history_items", items[order].clone(), persistent=False)
+        indptr = torch.zeros(self.n_users + 1, dtype=torch.long)
+        indptr[1:] = torch.bincount(users, minlength=self.n_users).cumsum(0)
+        self.register_buffer("history_indptr", indptr, persistent=False)
         frequency = torch.bincount(items, minlength=self.n_items).float() + 1.0
         self.register_buffer("log_item_prob", (frequency / frequency.sum()).log(), persistent=False)
 
@@ -169,10 +174,36 @@ class GFM(GeneralRecommender):
     def encode_items(self, items: torch.Tensor, tower: int, cold: torch.Tensor | None = None) -> torch.Tensor:
         return F.normalize(self.towers[tower].item(self.item_input(items, cold)), dim=-1)
 
+    def history(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-type content sums [B, T, d] and counts [B, T] of the train histories of ``users``.
+
+        ``sums[b, t] = sum_{i in H(u_b), type(i) = t} content_i`` and ``counts[b, t] = |{i in H(u_b):
+        type(i) = t}|`` over the user's train interactions (a repeated interaction counts each time),
+        from the rows of ``users`` in the history CSR: memory O(B x T x d + the batch's interactions).
+        """
+        start = self.history_indptr[users]
+        degree = self.history_indptr[users + 1] - start
+        row = torch.repeat_interleave(torch.arange(len(users), device=users.device), degree)
+        offset = torch.arange(len(row), device=users.device) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
+        items = self.history_items[start[row] + offset]
+        return self._type_sums(row * self.n_types + self.item_type[items], items, len(users))
+
+    def _type_sums(self, cell: torch.Tensor, items: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Content sums [n_rows, T, d] and counts [n_rows, T] of ``items``, each added into its ``cell`` (row x T + type).
+
+        One ``embedding_bag`` sum per cell, the items of a cell in the order given (a stable sort by
+        cell): no [items, d] copy of their content vectors, and, with deterministic algorithms (the
+        run's ``reproducibility``), the same bits as adding them one by one.
+        """
+        counts = torch.bincount(cell, minlength=n_rows * self.n_types)
+        order = torch.argsort(cell, stable=True)
+        sums = F.embedding_bag(items[order], self.content, counts.cumsum(0) - counts, mode="sum")
+        return sums.view(n_rows, self.n_types, -1), counts.view(n_rows, self.n_types).float()
+
     def user_vectors(self, users: torch.Tensor, sums=None, counts=None) -> torch.Tensor:
         """[B, n_towers, d] user vectors from the train history (or the given history sums/counts)."""
-        sums = self.history_sum[users] if sums is None else sums
-        counts = self.history_count[users] if counts is None else counts
+        if sums is None:
+            sums, counts = self.history(users)
         return torch.stack([self.encode_users(users, sums, counts, t) for t in range(len(self.towers))], dim=1)
 
     def item_vectors(self) -> torch.Tensor:
@@ -194,11 +225,7 @@ class GFM(GeneralRecommender):
     # --- serving: histories given at call time, items added after training ----------------------
     def history_features(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-type content sums [1, T, d] and counts [1, T] of a history of internal item ids."""
-        sums = torch.zeros(1, self.n_types, self.content.shape[1], device=self.content.device)
-        counts = torch.zeros(1, self.n_types, device=self.content.device)
-        sums[0].index_add_(0, self.item_type[items], self.content[items])
-        counts[0].index_add_(0, self.item_type[items], torch.ones(len(items), device=counts.device))
-        return sums, counts
+        return self._type_sums(self.item_type[items], items, 1)
 
     @torch.no_grad()
     def score_history(self, items: torch.Tensor) -> torch.Tensor:
@@ -224,8 +251,7 @@ class GFM(GeneralRecommender):
         users, items = interaction[self.USER_ID], interaction[self.ITEM_ID]
         types = self.item_type[items]
         # leave-target-out history: the positive item is removed from its own user's history
-        sums = self.history_sum[users].clone()
-        counts = self.history_count[users].clone()
+        sums, counts = self.history(users)
         rows = torch.arange(len(users), device=users.device)
         sums[rows, types] -= self.content[items]
         counts[rows, types] = (counts[rows, types] - 1).clamp(min=0)

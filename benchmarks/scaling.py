@@ -9,7 +9,7 @@
 interactions / 20 items with Zipf(0.9) popularity, ``--types`` item types of geometric shares
 (0.7^t) drawn independently of popularity so that every user mixes types, uniform timestamps
 over two years, and 2-6 word titles from a 2,000-word vocabulary. ``--users-case U`` adds a set
-of U users and 10 types (about 9 U interactions).
+of U users and 10 types (about 9 U interactions); its foundation HGNN uses USERS_CASE_FOUNDATION.
 
 **Text encoder.** MiniLM encodes ~90 items/s on this CPU: hours for 10^5-10^6 items. The
 benchmark builds a cheap sentence-transformers model instead, a ``StaticEmbedding`` (mean of
@@ -79,6 +79,10 @@ EVAL_USERS_PER_BATCH, SCORES_PER_EVAL_BATCH = 1024, 1 << 25
 # SASRec's CE loss scores the whole catalogue per sequence: at RecBole's 2048 a 500k-item catalogue
 # takes 4 GB of logits (and as much again for their gradient); the work per epoch is the same.
 MODEL_SETTINGS = {"SASRec": {"train_batch_size": 512}}
+# The users case's foundation: with 10 types an item has up to 10 relations, so the default fan-out
+# (10 per relation and layer) reaches 100 neighbours a hop and a 4,096-edge batch's two hops cover
+# ~40M edges (~10 GB of messages): smaller fan-outs and batches keep its HGNN within this machine.
+USERS_CASE_FOUNDATION = {"fanouts": [3, 3], "train_batch_size": 1024}
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def settings(case: dict) -> dict:
         "checkpoint_dir": os.path.join(CACHE, "saved"),
         "results_dir": "",
         "per_type_eval": False,
-        "foundation": {"epochs": 1, "eval_step": 0},
+        "foundation": {"epochs": 1, "eval_step": 0, **(USERS_CASE_FOUNDATION if case.get("users_asked") else {})},
         "use_gpu": False,
         **MODEL_SETTINGS.get(case["model"], {}),
     }

@@ -41,8 +41,11 @@ class RelationalSAGEConv(nn.Module):
         h_i'     = W_self h_i + sum_r W'_r agg_r(i)
 
     With "max" it equals ``HeteroConv({r: SAGEConv(aggr="max", project=True, root_weight=False)},
-    aggr="sum")`` plus a self linear map, fused across relations (one batched projection, one
-    gather, one segment reduction): R separate SAGEConv calls cost R times the kernel launches on CPU.
+    aggr="sum")`` plus a self linear map, fused across relations: one projection per relation of
+    only the (relation, node) pairs the block's edges use, one gather, one segment reduction over the
+    non-empty (relation, destination) segments. Work and memory are O(edges x d), never
+    O(relations x nodes x d) (10 item types: 55 relations; 450k items x 64 floats each = 6 GB).
+    R separate SAGEConv calls would cost R times the kernel launches on CPU.
     """
 
     def __init__(self, in_dim: int, out_dim: int, n_relations: int, aggregation: str = "max"):
@@ -62,23 +65,38 @@ class RelationalSAGEConv(nn.Module):
 
     def forward(self, h_src: torch.Tensor, h_dst: torch.Tensor, block: Block) -> torch.Tensor:
         n_rel, n_src, n_dst = self.pool_weight.shape[0], h_src.shape[0], h_dst.shape[0]
-        projected = torch.matmul(h_src.unsqueeze(0), self.pool_weight) + self.pool_bias  # [R, N_src, d]
         src, dst = block.edge_index
-        segment = block.edge_type * n_dst + dst  # edges arrive sorted by (relation, dst)
-        lengths = torch.bincount(segment, minlength=n_rel * n_dst)
+        if len(src) == 0:  # an item without edges: its self term only
+            return self.self_lin(h_dst)
+        keys = block.edge_type * n_src + src  # the (relation, source) of every edge
+        if self.aggregation == "attention":  # the centres' own projections too: W_r h_i + b_r
+            keys = torch.cat([keys, block.edge_type * n_src + block.dst_in_src[dst]])
+        pairs, index = torch.unique(keys, return_inverse=True)  # sorted: grouped by relation
+        projected = _per_relation(h_src[pairs % n_src], pairs // n_src, n_rel, self.pool_weight, self.pool_bias)
+        # edges arrive sorted by (relation, dst): each non-empty segment is one run
+        segments, lengths = torch.unique_consecutive(block.edge_type * n_dst + dst, return_counts=True)
         if self.aggregation == "attention":
-            messages = projected.flatten(0, 1).index_select(0, block.edge_type * n_src + src)
-            centre = projected.flatten(0, 1).index_select(0, block.edge_type * n_src + block.dst_in_src[dst])
+            messages, centre = projected.index_select(0, index[: len(src)]), projected.index_select(0, index[len(src) :])
             u, v = self.attention
             logits = F.leaky_relu((centre * u[block.edge_type]).sum(-1) + (messages * v[block.edge_type]).sum(-1), 0.2)
-            weight = pyg_softmax(logits, segment, num_nodes=n_rel * n_dst)
-            agg = torch.segment_reduce(messages * weight.unsqueeze(-1), "sum", lengths=lengths, initial=0.0)
+            weight = pyg_softmax(logits, block.edge_type * n_dst + dst, num_nodes=n_rel * n_dst)
+            agg = torch.segment_reduce(messages * weight.unsqueeze(-1), "sum", lengths=lengths)
         else:
-            messages = torch.relu(projected).flatten(0, 1).index_select(0, block.edge_type * n_src + src)
-            # an empty segment gives 0 (the ReLU makes it the max's identity). segment_reduce's backward
-            # is ~2x cheaper on CPU than scatter-max's (PyG's scatter / SAGEConv(aggr="max")).
-            agg = torch.segment_reduce(messages, self.aggregation, lengths=lengths, initial=0.0)
-        return self.self_lin(h_dst) + torch.einsum("rnd,rde->ne", agg.view(n_rel, n_dst, -1), self.out_weight)
+            # segment_reduce's backward is ~2x cheaper on CPU than scatter-max's (PyG's scatter /
+            # SAGEConv(aggr="max")); an empty segment is absent, as its zero term would be
+            agg = torch.segment_reduce(torch.relu(projected).index_select(0, index), self.aggregation, lengths=lengths)
+        out = _per_relation(agg, segments // n_dst, n_rel, self.out_weight)
+        return self.self_lin(h_dst).index_add(0, segments % n_dst, out)
+
+
+def _per_relation(x: torch.Tensor, relation: torch.Tensor, n_rel: int, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """Rows ``x`` (grouped by ascending ``relation``) times their relation's ``weight`` [R, d, e] (+ ``bias`` [R, 1, e])."""
+    counts = torch.bincount(relation, minlength=n_rel).tolist()
+    parts = []
+    for r, rows in enumerate(torch.split(x, counts)):
+        if counts[r]:
+            parts.append(rows @ weight[r] + bias[r] if bias is not None else rows @ weight[r])
+    return torch.cat(parts) if parts else x.new_zeros(0, weight.shape[-1])
 
 
 class HGNNEncoder(nn.Module):

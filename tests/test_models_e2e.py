@@ -107,3 +107,23 @@ def test_gfm_on_the_propagation_foundation_reads_the_smoothed_texts(typed_slice,
     assert meta["encoder_args"] == {"kind": "propagation", "n_layers": 1} and meta["embedding_shape"][1] == 384
     vectors = load_file(os.path.join(record["foundation_path"], "embeddings.safetensors"))["item_embeddings"]
     assert torch.allclose(vectors[1:].norm(dim=1)[vectors[1:].norm(dim=1) > 0], torch.tensor(1.0), atol=1e-5)
+
+
+def test_item_embeddings_in_chunks_equal_one_pass_over_every_item(typed_slice, workdir, monkeypatch):
+    """With every neighbour taken (fan-out 0) sampling is deterministic: chunking cannot change a vector."""
+    from recbole.utils import init_seed
+
+    from recbole_gfm.config import Config
+    from recbole_gfm.model import hgnn
+    from recbole_gfm.protocol import data_preparation
+    from recbole_gfm.quick_start import create_dataset
+
+    config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, inference_fanouts=[0, 0]))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = hgnn.HGNN(config, train_data.dataset).eval()
+    whole = model.item_embeddings()
+    monkeypatch.setattr(hgnn, "INFERENCE_CHUNK", 7)
+    chunked = model.item_embeddings()
+    assert model.n_items > 7 * 10 and torch.allclose(whole, chunked, atol=1e-6)
+    assert whole[1:].norm(dim=1).min() > 0.99  # every item embedded (unit vectors), padding zero

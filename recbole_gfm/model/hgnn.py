@@ -22,6 +22,9 @@ from recbole_gfm.encoders import HGNNEncoder
 from recbole_gfm.model.history_mean import HistoryMeanRecommender
 
 
+INFERENCE_CHUNK = 16384  # items embedded per forward pass in item_embeddings
+
+
 class HGNN(HistoryMeanRecommender):
     """The foundation encoder as a RecBole model; as a recommender, a user is their history's mean."""
 
@@ -89,9 +92,14 @@ class HGNN(HistoryMeanRecommender):
 
         Max-pooling over a full neighbourhood would shift the distribution the layers were
         trained on (a max over more values is larger); a fan-out of 0 takes every neighbour.
+        Items go through in chunks of :data:`INFERENCE_CHUNK`, so memory is bounded by a chunk's
+        neighbourhood, not the catalogue's.
         """
-        items = torch.arange(self.n_items, device="cpu")  # sampling runs where the graph lives
-        blocks = sample_blocks(self.csrs, items, self.inference_fanouts, torch.Generator().manual_seed(0))
-        z = self.encoder(self.text_features, [block.to(self.device) for block in blocks])
+        generator = torch.Generator().manual_seed(0)
+        parts = []
+        for items in torch.arange(self.n_items, device="cpu").split(INFERENCE_CHUNK):  # sampling runs where the graph lives
+            blocks = sample_blocks(self.csrs, items, self.inference_fanouts, generator)
+            parts.append(self.encoder(self.text_features, [block.to(self.device) for block in blocks]))
+        z = torch.cat(parts)
         z[0] = 0  # padding item
         return z

@@ -433,7 +433,7 @@ def cases(args) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6", "1e7"], help="interactions per set")
+    parser.add_argument("--sizes", nargs="*", default=["1e5", "1e6", "1e7"], help="interactions per set (none: only --users-case)")
     parser.add_argument("--types", type=int, default=5, help="item types of the size sweep (2 to 10)")
     parser.add_argument("--users-case", type=int, default=None, help="also GFM on a set of this many users and 10 types")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)

@@ -61,7 +61,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 from recbole.trainer import TraditionalTrainer
@@ -70,13 +70,14 @@ from recbole.utils import ModelType, set_color
 from recbole_gfm.artifacts import (
     file_fingerprint, fingerprint, package_versions, result_code_fingerprint, settings_fingerprint, write_json,
 )  # fmt: skip
+from recbole_gfm.board import Benchmark, Cell, Row
 from recbole_gfm.compat import to_plain
 from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
 from recbole_gfm.leaderboard import load_or_quarantine, read_cell, warn, write_cell, write_leaderboard
 from recbole_gfm.protocol import protocol_file
 from recbole_gfm.quick_start import check_dataset_files, get_trainer, run
 from recbole_gfm.search import (
-    SearchResult, SearchSpec, TrialNotStored, check_space, direction, parse_search, run_search, search_metric,
+    SearchResult, TrialNotStored, check_space, direction, parse_search, run_search, search_metric,
     study_fingerprint, trial_job, trial_record,
 )  # fmt: skip
 
@@ -92,93 +93,6 @@ class BenchmarkError(ConfigError):
 
 class _NoData(ConfigError):
     """A dataset's atomic files are missing (reported once per dataset, not once per row)."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One model label on one dataset, its settings resolved: the unit of a leaderboard row.
-
-    A row with a search space (``tuned``) gets its final settings from its search: ``tuning``
-    (the chosen trial) is None until then, and its cells cannot run before.
-    """
-
-    label: str
-    model: str
-    dataset: str
-    config_files: list[str]
-    given: dict[str, Any]  # the file's settings for this row, before the epoch cap
-    settings: dict[str, Any]  # what the cells run with (the cap applied)
-    cap: int | None
-    epochs: int
-    capped_from: int | None
-    one_pass: bool  # RecBole's TraditionalTrainer: one pass whatever `epochs` says (Pop, ItemKNN)
-    fingerprint: str  # the resolved config without the seed, data and code: the same for every seed
-    seeds: tuple[int, ...]
-    valid_metric: str  # lower case, as in RecBole's results: early stopping's and the progress lines'
-    valid_bigger: bool
-    study: str | None = None  # the search's fingerprint (rows with a space)
-    search_metric: str | None = None  # the validation metric the search optimises
-    maximize: bool = True
-    tuning: dict[str, Any] | None = None  # the chosen trial (search.SearchResult.summary)
-
-    @property
-    def tuned(self) -> bool:
-        return self.study is not None
-
-    @property
-    def ready(self) -> bool:
-        """Its cells can run: it has no space, or its search has chosen."""
-        return not self.tuned or self.tuning is not None
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One seed of a row."""
-
-    row: Row
-    seed: int
-
-    label = property(lambda self: self.row.label)
-    model = property(lambda self: self.row.model)
-    dataset = property(lambda self: self.row.dataset)
-    epochs = property(lambda self: self.row.epochs)
-    capped_from = property(lambda self: self.row.capped_from)
-    row_fingerprint = property(lambda self: self.row.fingerprint)
-
-    @property
-    def config_dict(self) -> dict[str, Any]:
-        return {**self.row.settings, "seed": self.seed}
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.row.fingerprint, self.seed)
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}__{self.dataset}__seed{self.seed}__{self.fingerprint}"
-
-
-@dataclass
-class Benchmark:
-    """A parsed and checked benchmark file: its rows in run order and how to present them."""
-
-    name: str
-    path: str
-    output_dir: str
-    rows: list[Row]
-    seeds: list[int]
-    columns: list[str] | None
-    type_columns: list[str] | None
-    reference: str | None = None
-    search: SearchSpec | None = None
-    cmd_overrides: dict[str, str] = field(default_factory=dict)
-    code: tuple = ()
-    data_hashes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def cells(self) -> list[Cell]:
-        """The cells of every row that can run (a tuned row's only once its search has chosen)."""
-        return [Cell(row, seed) for row in self.rows if row.ready for seed in row.seeds]
 
 
 def _error(path: str, key: str, message: str) -> BenchmarkError:

@@ -37,15 +37,13 @@ import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from recbole_gfm.artifacts import CorruptArtifactError, atomic_write, file_fingerprint, read_json, write_json
+from recbole_gfm.board import Benchmark, Row
 from recbole_gfm.per_user import load_per_user, save_per_user
 from recbole_gfm.search import load_trials, quarantine
 from recbole_gfm.significance import AlignmentError, Significance, caption, compare, markers
-
-if TYPE_CHECKING:
-    from recbole_gfm.benchmark import Benchmark, Row
 
 ALPHA = 0.05
 TEST = "t"  # markers from the paired t-test; Wilcoxon p-values beside them in significance.csv

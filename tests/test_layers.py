@@ -21,7 +21,7 @@ LAYERS = [
     ["model"],
     ["trainer", "evaluation"],
     ["quick_start"],  # the run: config -> data -> foundation -> model -> trainer
-    ["cli", "benchmark", "inference", "search", "leaderboard"],
+    ["cli", "benchmark", "inference", "search", "leaderboard", "board"],
 ]
 PACKAGE = os.path.dirname(recbole_gfm.__file__)
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import torch
 import yaml
+from graph_and_text import machine
 
 
 def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -116,7 +116,8 @@ def main() -> None:
         rows.append(run_case(args.dataset, args.protocol, exclude, overrides))
         print(rows[-1], file=sys.stderr, flush=True)
     command = "OMP_NUM_THREADS=2 .venv/bin/python " + " ".join(["benchmarks/link_prediction.py", *sys.argv[1:]])
-    print(f"Command: `{command}`  \nMachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+    info = machine()
+    print(f"Command: `{command}`  \nMachine: {info['nproc']} cores ({info['cpu']}), {info['ram_gb']} GB RAM; "
           f"torch threads {torch.get_num_threads()}. Versions: {package_versions()}\n")
     print(f"{args.dataset}, protocol {args.protocol}, settings {overrides or 'properties/model/HGNN.yaml'}\n")
     keys = list(rows[0])

@@ -61,6 +61,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's recbole_gfm, whatever is installed
 
+from graph_and_text import machine  # noqa: E402  (this folder is on sys.path when a script runs)
 from recbole_gfm.artifacts import (  # noqa: E402
     file_fingerprint, fingerprint, package_versions, read_json, result_code_fingerprint, write_json,
 )  # fmt: skip
@@ -355,13 +356,6 @@ def fit_exponent(sizes: list[float], values: list[float]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
-    load = open("/proc/loadavg").read().split()[:3]
-    return f"{os.cpu_count()} cores ({cpu}), {mem / 2**20:.1f} GB RAM, load average {' '.join(load)} at the end"
-
-
 def fmt(value, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -377,7 +371,9 @@ COLUMNS = (
 
 
 def report(rows: list[dict], args) -> str:
-    lines = [f"machine: {machine()}; torch threads per case: {args.threads} (shared by the ranks)", "", COLUMNS, "|" + "---|" * 17]
+    info, load = machine(), " ".join(open("/proc/loadavg").read().split()[:3])
+    described = f"{info['nproc']} cores ({info['cpu']}), {info['ram_gb']} GB RAM, load average {load} at the end"
+    lines = [f"machine: {described}; torch threads per case: {args.threads} (shared by the ranks)", "", COLUMNS, "|" + "---|" * 17]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['dataset']} | {r['model']} | {r['nproc']} | error: {r['error']} |" + " |" * 13)

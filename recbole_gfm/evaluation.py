@@ -190,7 +190,7 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
     row_users: list[torch.Tensor] = []
     train = train_matrix(train_data, eval_data)
     by_type = _TypeRows(types, train, trainer.device, maxk) if types is not None else None
-    warm_item = torch.from_numpy(np.diff(train.tocsc().indptr) > 0).to(trainer.device)
+    warm_item = torch.from_numpy(train.getnnz(axis=0) > 0).to(trainer.device)  # items with a train interaction
     by_item: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"items=warm": [], "items=cold": []}
     seen_rows = 0
 

@@ -467,6 +467,8 @@ def main() -> None:
         if out.returncode:
             tail = (out.stderr.strip().splitlines() or ["killed"])[-1]
             row = {**case, "error": tail[:200]}
+            with open(os.path.join(STORE, f"{case['label']}.stderr.log"), "w") as f:  # the whole story, for a post-mortem
+                f.write(out.stderr)
         else:
             row = {**case, **json.loads(out.stdout.strip().splitlines()[-1]), "code": code}
             row["train_growth_mb"] = row["train_peak_mb"] - row["rss_start_mb"]

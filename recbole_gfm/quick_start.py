@@ -343,6 +343,8 @@ def run_process(
         model_obj = config.model_class(config, train_data.dataset).to(config["device"])
     logger.info(model_obj)
     train_data = training_data(config, train_data)
+    # RecBole's ensure_dir checks, then creates: two ranks starting together race on it
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
     trainer = get_trainer(config)(config, model_obj)
 
     start = time.perf_counter()

@@ -30,6 +30,7 @@ is named in one warning and rebuilt; a result or checkpoint is an error saying w
 from __future__ import annotations
 
 import ast
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from importlib import metadata
+from logging import getLogger
 from typing import Any, Iterable, Iterator
 
 _VERSIONED = [
@@ -84,6 +86,28 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[Any]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def exclusive(path: str) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``path`` (``fcntl.flock``) for the block: one process makes the artifact.
+
+    Processes that share a cache (a benchmark's parallel cells, two users) and need the same
+    artifact take turns: the first makes it, the others wait, then find it made. The kernel
+    releases the lock of a process that dies, so a crash never leaves the others waiting.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)  # kept: removing it would race
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            getLogger().info(f"{path}: another process is making it; waiting for that process")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class CorruptArtifactError(ValueError):

@@ -24,6 +24,7 @@ Benchmark file (paths relative to the file; a model is one line under ``models``
     columns: [hit@10, ndcg@10]         # leaderboard metrics (default: every overall metric)
     type_columns: [hit@10]             # metrics shown per item type, warm and cold (default: first column)
     reference: GFM-noGNN               # optional: every row is also tested against this row
+    jobs: 2                            # cells run at a time (default 1; --jobs N overrides), the cores shared
     search:                            # optional: budget-matched tuning (recbole_gfm.search)
       trials: 8                        # one budget for every row that has a space
       seed: 2020                       # the trials' seed (default: the first of seeds)
@@ -59,11 +60,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator
 
+import torch
 from recbole.trainer import TraditionalTrainer
 from recbole.utils import ModelType, set_color
 
@@ -83,7 +87,7 @@ from recbole_gfm.search import (
 
 KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
-    "max_epochs", "columns", "type_columns", "output_dir", "reference", "search",
+    "max_epochs", "columns", "type_columns", "output_dir", "reference", "search", "jobs",
 }  # fmt: skip
 
 
@@ -198,7 +202,7 @@ def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list
     return row, config
 
 
-def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Benchmark:
+def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None, jobs: int | None = None) -> Benchmark:
     """Parse and check a benchmark file and resolve every row's config (no data is loaded).
 
     Every problem found (a config that does not resolve, a missing dataset, an incompatible
@@ -216,6 +220,9 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
     seeds = spec.get("seeds", [2020])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise _error(path, "seeds", f"expected a list of integers, got {seeds!r}.")
+    jobs = spec.get("jobs", 1) if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise _error(path, "jobs", f"expected a positive integer (cells run at a time), got {jobs!r}.")
     max_epochs = spec.get("max_epochs")
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
         raise _error(path, "max_epochs", f"expected a positive integer, got {max_epochs!r}.")
@@ -252,6 +259,7 @@ def load_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> Be
         cmd_overrides=dict(cmd_overrides or {}),
         # the plugin's code and the package versions: a cell made by other code is run again
         code=(result_code_fingerprint(), package_versions()),
+        jobs=jobs,
     )
     problems: list[str] = []
     for dataset, dataset_settings in datasets.items():
@@ -342,6 +350,11 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
+_running: set[subprocess.Popen] = set()  # the children of this benchmark, stopped with it
+_running_lock = threading.Lock()
+_stopping = threading.Event()  # set when the benchmark stops: a child started after that is killed at once
+
+
 def run_child(job: dict[str, Any], log_path: str, show: Callable[[str], None]) -> int:
     """Run one cell or trial in a child process that dies with this one; returns its exit code."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -352,6 +365,10 @@ def run_child(job: dict[str, Any], log_path: str, show: Callable[[str], None]) -
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
             env=_child_env(),
         )  # fmt: skip
+        with _running_lock:
+            _running.add(proc)
+            if _stopping.is_set():
+                proc.kill()
         try:
             pump(proc.stdout, log, show)
             return proc.wait()
@@ -359,10 +376,30 @@ def run_child(job: dict[str, Any], log_path: str, show: Callable[[str], None]) -
             proc.kill()
             proc.wait()
             raise
+        finally:
+            with _running_lock:
+                _running.discard(proc)
+
+
+def stop_children() -> None:
+    """Kill every running child (the benchmark is stopping): their cells are not stored, so they run again next time."""
+    with _running_lock:
+        _stopping.set()
+        for proc in _running:
+            proc.kill()
+
+
+def cell_threads(jobs: int) -> int | None:
+    """Torch threads per child when ``jobs`` cells share this machine's cores (None: torch's default)."""
+    if jobs == 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
 
 
 def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool) -> dict[str, Any]:
     return {
+        "threads": cell_threads(bench.jobs),
         "model": row.model,
         "dataset": row.dataset,
         "config_files": row.config_files,
@@ -404,13 +441,16 @@ def child_main(job: dict[str, Any]) -> None:
     A cell stores its record and its per-user test vectors (:func:`recbole_gfm.leaderboard.write_cell`);
     a trial (``job["trial"]``), run on the validation split only, its trial file.
     """
-    start = time.perf_counter()
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    start, start_time = time.perf_counter(), time.time()
     record = run(
         job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
         saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=_Progress(**job["progress"]),
         foundation_callback_fn=_Progress("ndcg@10", True, stage="foundation "),
     )  # fmt: skip
-    record.update(job.get("meta", {}), wall_time_s=round(time.perf_counter() - start, 3))
+    record.update(job.get("meta", {}), wall_time_s=round(time.perf_counter() - start, 3), started_at=start_time,
+                  torch_threads=torch.get_num_threads())
     per_user = record.pop("per_user")
     if "trial" in job:
         write_json(job["out"], trial_record(**job["trial"], record=to_plain(record)))
@@ -444,25 +484,39 @@ def board_lock(output_dir: str) -> Iterator[str]:
         os.close(fd)  # releases the lock (a killed process's lock is released by the kernel)
 
 
-def run_benchmark(path: str, cmd_overrides: dict[str, str] | None = None) -> int:
-    """Run (or resume) every search and cell, then write the leaderboard. Returns the number of failed cells."""
-    bench = load_benchmark(path, cmd_overrides)
+def run_benchmark(path: str, cmd_overrides: dict[str, str] | None = None, jobs: int | None = None) -> int:
+    """Run (or resume) every search and cell, then write the leaderboard. Returns the number of failed cells.
+
+    Searches run first, one trial at a time (each trial's sampler reads the ones before it); then
+    the cells, ``jobs`` at a time (``--jobs`` or the file's ``jobs``), each child with its share of
+    the cores as torch threads. A foundation or text cache two cells need is made once
+    (:func:`recbole_gfm.artifacts.exclusive`).
+    """
+    bench = load_benchmark(path, cmd_overrides, jobs)
     with board_lock(bench.output_dir):
         tuned = sum(row.tuned for row in bench.rows)
         cells = sum(len(row.seeds) for row in bench.rows)
         searches = f", {tuned} rows tuned with {bench.search.trials} trials each" if tuned else ""
-        print(set_color(f"benchmark {bench.name}: {cells} cells{searches} -> {bench.output_dir}", "green"), flush=True)
+        at_once = f", {bench.jobs} at a time ({cell_threads(bench.jobs)} torch threads each)" if bench.jobs > 1 else ""
+        print(set_color(f"benchmark {bench.name}: {cells} cells{searches}{at_once} -> {bench.output_dir}", "green"), flush=True)
         start = time.perf_counter()
-        # SIGTERM becomes SystemExit, so run_child stops the running child instead of orphaning it
+        # SIGTERM becomes SystemExit, so the running children are stopped instead of orphaned
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-        failed, index = 0, 0
         try:
             for i, row in enumerate(bench.rows):
                 if row.tuned:
-                    row = bench.rows[i] = _search(bench, row)
-                for seed in row.seeds:
-                    index += 1
-                    failed += not (row.ready and _run_or_skip(bench, f"[{index}/{cells}]", Cell(row, seed)))
+                    bench.rows[i] = _search(bench, row)
+            queue = [Cell(row, seed) for row in bench.rows for seed in row.seeds]
+            counters = [f"[{k}/{cells}]" for k in range(1, cells + 1)]
+            _stopping.clear()
+            with ThreadPoolExecutor(bench.jobs, thread_name_prefix="cell") as pool:
+                try:
+                    done = list(pool.map(lambda c, n: c.row.ready and _run_or_skip(bench, n, c), queue, counters))
+                except BaseException:  # Ctrl-C or SIGTERM: no new cell, the running ones stopped
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    stop_children()
+                    raise
+            failed = done.count(False)
         finally:
             signal.signal(signal.SIGTERM, previous)
         paths = write_leaderboard(bench)
@@ -526,10 +580,12 @@ def _run_or_skip(bench: Benchmark, counter: str, cell: Cell) -> bool:
         "epochs_capped_from": cell.capped_from,
         "one_pass": cell.row.one_pass,
         "tuning": cell.row.tuning,
+        "parallel_cells": bench.jobs,
     }
     start = time.perf_counter()
     log_path = os.path.join(bench.output_dir, "logs", f"{cell.name}.log")
-    code = run_child(job, log_path, lambda line: _say(f"    {line}"))
+    who = f"{cell.label}, seed {cell.seed}: " if bench.jobs > 1 else ""  # whose line, when cells interleave
+    code = run_child(job, log_path, lambda line: _say(f"    {who}{line}"))
     seconds = time.perf_counter() - start
     if code != 0 or not os.path.isfile(out):
         print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)

@@ -92,6 +92,7 @@ class Benchmark:
     cmd_overrides: dict[str, str] = field(default_factory=dict)
     code: tuple = ()
     data_hashes: dict[str, str] = field(default_factory=dict)
+    jobs: int = 1  # cells run at a time, each in its own process
 
     @property
     def cells(self) -> list[Cell]:

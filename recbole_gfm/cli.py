@@ -31,6 +31,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     parser.add_argument(
         "--benchmark", default=None, help="run (or resume) the leaderboard of a benchmark file, e.g. properties/benchmark/quick.yaml"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="with --benchmark: cells run at a time, sharing the cores (default: the file's jobs, or 1)"
+    )
     args, rest = parser.parse_known_args(argv)
     overrides: dict[str, str] = {}
     for arg in rest:
@@ -53,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--benchmark takes its models, datasets and config files from the benchmark file.")
             from recbole_gfm.benchmark import run_benchmark
 
-            return 1 if run_benchmark(args.benchmark, overrides) else 0
+            return 1 if run_benchmark(args.benchmark, overrides, args.jobs) else 0
+        if args.jobs is not None:
+            raise ConfigError("--jobs is for --benchmark (cells run at a time); a single run uses nproc for processes.")
         if args.prepare_foundation:
             from recbole_gfm.inference import rebuild_foundation
 

@@ -294,6 +294,12 @@ def write_leaderboard(bench: Benchmark) -> dict[str, str]:
         "validated epoch, counted from 1, whose checkpoint is tested). Test cases: users ranked. To best s: "
         "training time until the best epoch's validation, a foundation's whole training included.\n"
     )
+    parallel = max((rec.get("parallel_cells", 1) for r in rows for rec in r.records), default=1)
+    if parallel > 1:
+        md.write(
+            f"\nTimes: cells ran up to {parallel} at a time, sharing the cores (each with its share as torch "
+            "threads); read them as ratios between rows of this board, not as one cell's time alone.\n"
+        )
     tuned = [row for row in bench.rows if row.tuned]
     if tuned and bench.search is not None:
         md.write(

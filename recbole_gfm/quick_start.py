@@ -42,7 +42,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_gfm.artifacts import package_versions, write_json
+from recbole_gfm.artifacts import exclusive, package_versions, write_json
 from recbole_gfm.compat import is_leader, to_plain, wait_for_rank0
 from recbole_gfm.config import MULTI_PROCESS_KEYS, Config, ConfigError
 from recbole_gfm.data.validate import validate_atomic_files
@@ -207,9 +207,10 @@ def prepare_foundation(config: Config, train_data, valid_data, callback_fn=None)
     if not config["foundation_path"]:
         fconfig = foundation_config(single_process_view(config))
         path = artifact_dir(fconfig, train_data.dataset, foundation_checkpoint(fconfig, valid_data))
-        if not is_complete(path):
-            getLogger().info(set_color(f"training the foundation ({fconfig['model']})", "green") + f" -> {path}")
-            path = train_foundation(fconfig, train_data, valid_data, config["show_progress"], callback_fn)
+        with exclusive(path):  # runs that share the cache (parallel benchmark cells) train it once
+            if not is_complete(path):
+                getLogger().info(set_color(f"training the foundation ({fconfig['model']})", "green") + f" -> {path}")
+                path = train_foundation(fconfig, train_data, valid_data, config["show_progress"], callback_fn)
         config["foundation_path"] = path
     getLogger().info(set_color("foundation", "blue") + f": {config['foundation_path']}")
     return config["foundation_path"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from recbole_gfm.benchmark import BenchmarkError, load_benchmark, run_benchmark
+from recbole_gfm.benchmark import BenchmarkError, cell_threads, load_benchmark, run_benchmark
 from recbole_gfm.leaderboard import summarise
 from recbole_gfm.per_user import load_per_user
 
@@ -70,6 +71,7 @@ def write_bench(folder, data_path: str, **changes) -> str:
         ({"protocol": "temporl"}, "protocol", "temporal"),
         ({"models": {"Pop": 3}}, "models.Pop", "mapping"),
         ({"models": {"BPR": {"max_epochs": 0}}}, "models.BPR.max_epochs", "positive integer"),
+        ({"jobs": 0}, "jobs", "positive integer"),
     ],
 )
 def test_bad_benchmark_files_name_the_file_and_the_key(change, key, message, typed_data, tmp_path):
@@ -361,3 +363,38 @@ def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_
     finally:
         if _session(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_parallel_cells_overlap_share_the_cores_and_train_a_shared_foundation_once(typed_slice, tmp_path, monkeypatch, capsys):
+    from conftest import typed_overrides
+
+    monkeypatch.chdir(tmp_path)
+    cache, encoded = tmp_path / "cache", os.path.join(typed_slice["cache_dir"], "text_embeddings")
+    if os.path.isdir(encoded):  # an empty foundation cache; the titles encoded once per session
+        shutil.copytree(encoded, cache / "text_embeddings")
+    # the foundation trains for seconds, so the two cells that need it start while it trains
+    settings = typed_overrides({**typed_slice, "cache_dir": str(cache)}, foundation={"epochs": 6, "eval_step": 1, "stopping_step": 100})
+    spec = {
+        "config": settings,
+        "datasets": {typed_slice["dataset"]: {}},
+        "models": {"GFM": {}, "GFM-notext": {"model": "GFM", "use_text": False}},  # one foundation, two adapters
+        "seeds": [1],
+        "columns": ["hit@10"],
+        "output_dir": str(tmp_path / "out"),
+        "jobs": 1,
+    }
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(spec))
+    assert run_benchmark(str(tmp_path / "bench.yaml"), jobs=2) == 0  # --jobs 2 over the file's 1
+    out = capsys.readouterr().out
+    assert "2 cells, 2 at a time" in out
+    cells = tmp_path / "out" / "cells"
+    records = [json.loads(p.read_text()) for p in sorted(cells.glob("*.json"))]
+    assert len(records) == 2 and all(r["parallel_cells"] == 2 and r["torch_threads"] == cell_threads(2) for r in records)
+    first, second = sorted(records, key=lambda r: r["started_at"])
+    assert second["started_at"] < first["started_at"] + first["wall_time_s"], "the cells ran one after the other"
+    assert records[0]["foundation_path"] == records[1]["foundation_path"]
+    assert [d for d in os.listdir(cache / "foundation") if not d.startswith(".")] == [os.path.basename(records[0]["foundation_path"])]
+    logs = [p.read_text() for p in (tmp_path / "out" / "logs").glob("*.log")]
+    assert sum("foundation epoch" in log for log in logs) == 1, "one cell trained the foundation, the other waited and read it"
+    assert "cells ran up to 2 at a time" in (tmp_path / "out" / "leaderboard.md").read_text()

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from recbole.utils import set_color
 
-from recbole_gfm.artifacts import CorruptArtifactError, fingerprint, read_safetensors, write_safetensors
+from recbole_gfm.artifacts import CorruptArtifactError, exclusive, fingerprint, read_safetensors, write_safetensors
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}")
@@ -117,9 +117,13 @@ def encode_texts(
     texts = [str(t) for t in texts]
     identity = encoder_identity(model)
     digest = _texts_digest(texts)
-    resolved = identity.get("revision", True) is not None
-    if cache_dir and resolved:
-        path = _cache_path(cache_dir, identity, normalize, digest, len(texts))
+    if not (cache_dir and identity.get("revision", True) is not None):
+        embeddings = _encode(texts, model, batch_size, device, normalize, show_progress)
+        if cache_dir:  # a hub model that was just downloaded: its revision is known now
+            _write_cache(_cache_path(cache_dir, encoder_identity(model), normalize, digest, len(texts)), embeddings, model, normalize)
+        return embeddings
+    path = _cache_path(cache_dir, identity, normalize, digest, len(texts))
+    with exclusive(path):  # processes sharing the cache encode these texts once
         if os.path.isfile(path):
             try:
                 cached = read_safetensors(path)[0]["embeddings"]
@@ -128,7 +132,13 @@ def encode_texts(
             else:
                 getLogger().info(set_color("text embeddings", "green") + f": {len(texts)} read from the cache {path}")
                 return cached
+        embeddings = _encode(texts, model, batch_size, device, normalize, show_progress)
+        _write_cache(path, embeddings, model, normalize)
+    return embeddings
 
+
+def _encode(texts: list[str], model: str, batch_size: int, device: str, normalize: bool, show_progress: bool) -> torch.FloatTensor:
+    """Every distinct text encoded once; ``[len(texts), d]`` float32 on the CPU."""
     encoder = _load_encoder(model, device)
     unique = sorted(set(texts))
     start = time.perf_counter()
@@ -146,15 +156,13 @@ def encode_texts(
     )
     row = {text: i for i, text in enumerate(unique)}
     index = torch.tensor([row[t] for t in texts], dtype=torch.long)
-    embeddings = vectors.detach().float().cpu()[index].contiguous()
+    return vectors.detach().float().cpu()[index].contiguous()
 
-    if cache_dir:
-        if not resolved:  # a hub model that was just downloaded: its revision is known now
-            identity = encoder_identity(model)
-        path = _cache_path(cache_dir, identity, normalize, digest, len(texts))
-        metadata = {"model": model, "identity": str(identity), "normalize": str(normalize)}
-        write_safetensors(path, {"embeddings": embeddings}, metadata)
-    return embeddings
+
+def _write_cache(path: str, embeddings: torch.FloatTensor, model: str, normalize: bool) -> None:
+    identity = encoder_identity(model)
+    metadata = {"model": model, "identity": str(identity), "normalize": str(normalize)}
+    write_safetensors(path, {"embeddings": embeddings}, metadata)
 
 
 def item_text_embeddings(config, dataset) -> torch.FloatTensor:

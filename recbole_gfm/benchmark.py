@@ -397,9 +397,9 @@ def cell_threads(jobs: int) -> int | None:
     return max(1, cores // jobs)
 
 
-def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool) -> dict[str, Any]:
+def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool, threads: int | None) -> dict[str, Any]:
     return {
-        "threads": cell_threads(bench.jobs),
+        "threads": threads,
         "model": row.model,
         "dataset": row.dataset,
         "config_files": row.config_files,
@@ -539,7 +539,7 @@ def _search(bench: Benchmark, row: Row) -> Row:
 
     def run_trial(number: int, params: dict[str, Any], out: str) -> None:
         trial_row = tuned_row(bench, row, params)
-        job = _job(bench, trial_row, spec.seed, out, evaluate_test=False)
+        job = _job(bench, trial_row, spec.seed, out, evaluate_test=False, threads=None)  # trials run alone: every core
         job["trial"] = trial_job(spec, row.label, row.search_metric, row.study, number, params)
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
         print(f"{head}, trial {number + 1}/{spec.trials} ({shown}) ...", flush=True)
@@ -571,7 +571,7 @@ def _run_or_skip(bench: Benchmark, counter: str, cell: Cell) -> bool:
         print(f"{head}: " + set_color("done before, skipped", "blue"), flush=True)
         return True
     print(f"{head} ...", flush=True)
-    job = _job(bench, cell.row, cell.seed, out, evaluate_test=True)
+    job = _job(bench, cell.row, cell.seed, out, evaluate_test=True, threads=cell_threads(bench.jobs))
     job["meta"] = {
         "label": cell.label,
         "fingerprint": cell.fingerprint,

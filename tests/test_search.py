@@ -96,7 +96,7 @@ def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data,
         from recbole_gfm.benchmark import tuned_row
 
         ran.append(number)
-        job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False)
+        job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False, threads=None)
         child_main({**job, "trial": trial_job(bench.search, row.label, row.search_metric, row.study, number, params)})
 
     result = run_search(bench.search, "BPR", "typed", row.search_metric, row.study, bench.output_dir, in_process)

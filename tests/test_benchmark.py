@@ -113,6 +113,14 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     assert uncapped.cells[0].epochs == 1 and uncapped.cells[0].capped_from is None
 
 
+def test_jobs_come_from_the_file_unless_given_and_split_the_cores(typed_data, tmp_path, monkeypatch):
+    path = write_bench(tmp_path, typed_data, jobs=3)
+    assert load_benchmark(path).jobs == 3 and load_benchmark(path, jobs=1).jobs == 1
+    assert load_benchmark(write_bench(tmp_path, typed_data)).jobs == 1  # the default: one cell at a time
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert cell_threads(1) is None and cell_threads(2) == 4 and cell_threads(3) == 2 and cell_threads(16) == 1
+
+
 def test_mean_and_sample_std_over_seeds():
     records = [{"test_result": {"hit@10": v}, "train_time_s": 1.0, "eval_time_s": 2.0} for v in (0.2, 0.4)]
     mean, std = summarise(records)["hit@10"]

@@ -448,11 +448,14 @@ def write_search_report(path: str, bench: Benchmark) -> None:
             )
         else:
             md.write(f"No trial chosen yet: {len(trials)} of {spec.trials} trials finished.\n\n")
+        seconds = [(t.get("run") or {}).get("train_time_s") or 0.0 for t in trials]
+        if trials:  # what tuning this row cost: the budget is in trials, the time differs by model
+            md.write(f"Training time of the {len(trials)} trials: {sum(seconds):.0f} s (every core; one at a time).\n\n")
         keys = list(spec.spaces[row.label])
-        md.write("| trial | " + " | ".join(keys) + f" | valid {row.search_metric} | best so far | epochs | state |\n")
-        md.write("|" + "---|" * (len(keys) + 5) + "\n")
+        md.write("| trial | " + " | ".join(keys) + f" | valid {row.search_metric} | best so far | epochs | train s | state |\n")
+        md.write("|" + "---|" * (len(keys) + 6) + "\n")
         best = None
-        for t in trials:
+        for t, train_s in zip(trials, seconds):
             if t["value"] is not None:
                 better = best is None or (t["value"] > best if row.maximize else t["value"] < best)
                 best = t["value"] if better else best
@@ -462,7 +465,7 @@ def write_search_report(path: str, bench: Benchmark) -> None:
             state = t["state"].lower() + (f" ({t['error']}; log {t['log']})" if t.get("error") else "")
             md.write(
                 f"| {t['number'] + 1} | " + " | ".join(_value(t["params"][k]) for k in keys)
-                + f" | {value} | {'-' if best is None else f'{best:.4f}'} | {epochs} | {state} |\n"
+                + f" | {value} | {'-' if best is None else f'{best:.4f}'} | {epochs} | {train_s:.1f} | {state} |\n"
             )
     with atomic_write(path, "w") as f:
         f.write(md.getvalue())

@@ -156,4 +156,6 @@ def test_resuming_a_search_killed_by_kill_9_keeps_finished_trials_and_repeats_no
     report = (tmp_path / "out" / "search.md").read_text()
     assert f"Chosen: trial {best['number'] + 1} " in report and "Not tuned (settings as given): Pop." in report
     assert f"| {best['value']:.4f} |" in report
+    assert f"Training time of the 3 trials: {sum(r['run']['train_time_s'] for r in records):.0f} s" in report
+    assert f"| {best['run']['train_time_s']:.1f} | complete |" in report
     assert "| BPR | 1/1 |" in (tmp_path / "out" / "leaderboard.md").read_text() and "3 trials" in (tmp_path / "out" / "leaderboard.md").read_text()

@@ -30,6 +30,8 @@ Benchmark file (paths relative to the file; a model is one line under ``models``
       seed: 2020                       # the trials' seed (default: the first of seeds)
       metric: ndcg@10                  # validation metric to optimise (default: each row's valid_metric)
       startup_trials: 10               # TPE's first random trials (default: Optuna's 10)
+      pruner: median                   # optional: Optuna's median pruner stops trials below the median curve
+      prune_warmup: 5                  # validations every trial runs before it can be pruned (default 5)
       spaces:                          # label: {setting: {choice | uniform | loguniform | int: values}}
         LightGCN: {learning_rate: {loguniform: [1.0e-4, 1.0e-2]}, n_layers: {choice: [1, 2, 3]}}
     output_dir: results/benchmark/quick  # default: results/benchmark/<file name>
@@ -67,6 +69,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator
 
+import optuna
 import torch
 from recbole.trainer import TraditionalTrainer
 from recbole.utils import ModelType, set_color
@@ -81,8 +84,8 @@ from recbole_gfm.leaderboard import load_or_quarantine, read_cell, warn, write_c
 from recbole_gfm.protocol import protocol_file
 from recbole_gfm.quick_start import check_dataset_files, get_trainer, run
 from recbole_gfm.search import (
-    SearchResult, TrialNotStored, check_space, direction, parse_search, run_search, search_metric,
-    study_fingerprint, trial_job, trial_record,
+    Pruning, SearchResult, TrialNotStored, check_space, direction, load_trials, parse_search, pruned_record,
+    pruning_job, run_search, search_metric, study_fingerprint, trial_job, trial_record,
 )  # fmt: skip
 
 KEYS = {
@@ -423,9 +426,11 @@ class _Progress:
     def __init__(self, metric: str, bigger: bool, stage: str = ""):
         self.metric, self.bigger, self.stage = metric, bigger, stage
         self.best: tuple[int, float] | None = None
+        self.curve: dict[int, float] = {}  # validated epoch (0-based) -> score
         self.start = time.perf_counter()
 
     def __call__(self, epoch: int, score: float) -> None:
+        self.curve[epoch] = score
         if self.best is None or (score >= self.best[1] if self.bigger else score <= self.best[1]):  # RecBole's rule
             self.best = (epoch, score)
         print(
@@ -444,16 +449,30 @@ def child_main(job: dict[str, Any]) -> None:
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     start, start_time = time.perf_counter(), time.time()
-    record = run(
-        job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
-        saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=_Progress(**job["progress"]),
-        foundation_callback_fn=_Progress("ndcg@10", True, stage="foundation "),
-    )  # fmt: skip
+    progress = _Progress(**job["progress"])
+    pruning = Pruning(job["pruning"], job["trial"]["params"], job["trial"]["distributions"]) if job.get("pruning") else None
+
+    def on_validation(epoch: int, score: float) -> None:
+        progress(epoch, score)
+        if pruning is not None and pruning(epoch, score):
+            raise optuna.TrialPruned()
+
+    try:
+        record = run(
+            job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
+            saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=on_validation,
+            foundation_callback_fn=_Progress("ndcg@10", True, stage="foundation "),
+        )  # fmt: skip
+    except optuna.TrialPruned:
+        print(f"{PROGRESS} pruned after epoch {max(progress.curve) + 1} (Optuna's median pruner)", flush=True)
+        seconds = time.perf_counter() - start
+        write_json(job["out"], pruned_record(job["trial"], progress.curve, progress.bigger, seconds))
+        return
     record.update(job.get("meta", {}), wall_time_s=round(time.perf_counter() - start, 3), started_at=start_time,
                   torch_threads=torch.get_num_threads())
     per_user = record.pop("per_user")
     if "trial" in job:
-        write_json(job["out"], trial_record(**job["trial"], record=to_plain(record)))
+        write_json(job["out"], trial_record(**job["trial"], record=to_plain(record), curve=progress.curve))
     else:
         write_cell(job["out"], to_plain(record), per_user)
 
@@ -541,6 +560,8 @@ def _search(bench: Benchmark, row: Row) -> Row:
         trial_row = tuned_row(bench, row, params)
         job = _job(bench, trial_row, spec.seed, out, evaluate_test=False, threads=None)  # trials run alone: every core
         job["trial"] = trial_job(spec, row.label, row.search_metric, row.study, number, params)
+        previous = load_trials(bench.output_dir, row.label, row.dataset, row.study, warn)[:number]  # as run_search read them
+        job["pruning"] = pruning_job(spec, row.search_metric, previous)
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
         print(f"{head}, trial {number + 1}/{spec.trials} ({shown}) ...", flush=True)
         log_path = os.path.join(bench.output_dir, "logs", os.path.basename(out).removesuffix(".json") + ".log")

@@ -450,7 +450,9 @@ def write_search_report(path: str, bench: Benchmark) -> None:
             md.write(f"No trial chosen yet: {len(trials)} of {spec.trials} trials finished.\n\n")
         seconds = [(t.get("run") or {}).get("train_time_s") or 0.0 for t in trials]
         if trials:  # what tuning this row cost: the budget is in trials, the time differs by model
-            md.write(f"Training time of the {len(trials)} trials: {sum(seconds):.0f} s (every core; one at a time).\n\n")
+            md.write(f"Training time of the {len(trials)} trials: {sum(seconds):.0f} s (every core; one at a time).")
+            pruned = sum(bool((t.get("run") or {}).get("pruned")) for t in trials)
+            md.write(f" Pruned: {pruned} (in brackets: the best validation before the pruner stopped the trial; its time includes its data preparation).\n\n" if pruned else "\n\n")
         keys = list(spec.spaces[row.label])
         md.write("| trial | " + " | ".join(keys) + f" | valid {row.search_metric} | best so far | epochs | train s | state |\n")
         md.write("|" + "---|" * (len(keys) + 6) + "\n")
@@ -461,7 +463,7 @@ def write_search_report(path: str, bench: Benchmark) -> None:
                 best = t["value"] if better else best
             run = t.get("run") or {}
             epochs = epochs_text([{**run, "epochs": row.epochs, "one_pass": row.one_pass}]) if run else "-"
-            value = f"{t['value']:.4f}" if t["value"] is not None else "-"
+            value = f"{t['value']:.4f}" if t["value"] is not None else f"({run['best_so_far']:.4f})" if run.get("pruned") else "-"
             state = t["state"].lower() + (f" ({t['error']}; log {t['log']})" if t.get("error") else "")
             md.write(
                 f"| {t['number'] + 1} | " + " | ".join(_value(t["params"][k]) for k in keys)

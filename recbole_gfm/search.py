@@ -21,6 +21,15 @@ A trial whose run fails (a Python error in its process, e.g. a NaN loss) is stor
 its log file, counted in the budget, and not repeated (delete its file to run it again); TPE
 ignores it. A run killed by a signal stores nothing and runs again.
 
+Pruning (``pruner: median``, optional): Optuna's ``MedianPruner`` stops a trial at a validation
+where its best value so far is worse than the median of the finished trials' values at the same
+epoch (the curve is the row's ``valid_metric``, which must then be the search metric), once ``startup_trials`` trials have finished and from validation ``prune_warmup + 1`` on. A
+pruned trial counts in the budget like any other, is stored with its validation curve (every trial
+keeps one), is never chosen, and TPE reads its last value (Optuna's rule). The decision is a pure
+function of the stored trials before it and the trial's own curve, so a resumed search prunes
+exactly where an uninterrupted one would. It is what keeps a learning rate at the bottom of a
+log-uniform range from costing an hour per trial.
+
 Space kinds (``search.spaces.<label>.<key>``): ``choice: [a, b, ...]``, ``uniform: [low, high]``,
 ``loguniform: [low, high]`` (low > 0), ``int: [low, high]`` (inclusive).
 """
@@ -45,8 +54,10 @@ from recbole_gfm.artifacts import CorruptArtifactError, fingerprint, read_json
 from recbole_gfm.config import ConfigError
 
 KINDS = ("choice", "uniform", "loguniform", "int")
-KEYS = ("trials", "seed", "metric", "startup_trials", "spaces")
+KEYS = ("trials", "seed", "metric", "startup_trials", "pruner", "prune_warmup", "spaces")
 STARTUP_TRIALS = 10  # Optuna's TPESampler default: the first trials are drawn at random
+PRUNERS = ("median",)
+PRUNE_WARMUP = 5  # validations a trial always runs before it can be pruned
 
 
 class SearchError(ConfigError):
@@ -66,11 +77,19 @@ class SearchSpec:
     metric: str | None  # None: each row's valid_metric
     startup_trials: int
     spaces: dict[str, dict[str, BaseDistribution]]  # by model label
+    pruner: str | None = None  # None: every trial runs to its early stop
+    prune_warmup: int = PRUNE_WARMUP
 
     def describe(self) -> str:
+        pruning = (
+            f"; Optuna's median pruner (a trial stops at a validation where its best so far is below the median "
+            f"of the finished trials' at that epoch; from validation {self.prune_warmup + 1} on, once "
+            f"{self.startup_trials} trials finished)"
+            if self.pruner else ""
+        )
         return (
             f"{self.trials} trials per tuned row, Optuna {optuna.__version__} TPE sampler "
-            f"(first {min(self.startup_trials, self.trials)} trials drawn at random), seed {self.seed}"
+            f"(first {min(self.startup_trials, self.trials)} trials drawn at random), seed {self.seed}{pruning}"
         )
 
 
@@ -129,6 +148,14 @@ def parse_search(value: Any, path: str, labels: list[str], seeds: list[int]) -> 
     startup = value.get("startup_trials", STARTUP_TRIALS)
     if not isinstance(startup, int) or isinstance(startup, bool) or startup < 0:
         raise _error(path, "search.startup_trials", f"expected a non-negative integer, got {startup!r}.")
+    pruner = value.get("pruner")
+    if pruner is not None and pruner not in PRUNERS:
+        raise _error(path, "search.pruner", f"unknown pruner {pruner!r}: use one of {', '.join(PRUNERS)}, or leave it out (no pruning).")
+    warmup = value.get("prune_warmup", PRUNE_WARMUP)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise _error(path, "search.prune_warmup", f"expected a non-negative integer (validations before pruning), got {warmup!r}.")
+    if "prune_warmup" in value and pruner is None:
+        raise _error(path, "search.prune_warmup", "is set but search.pruner is not: add 'pruner: median', or remove it.")
     spaces_value = value.get("spaces")
     if not isinstance(spaces_value, dict) or not spaces_value:
         raise _error(path, "search.spaces", "expected a mapping of model label: {setting: {kind: values}}.")
@@ -144,7 +171,7 @@ def parse_search(value: Any, path: str, labels: list[str], seeds: list[int]) -> 
             if key == "seed":
                 raise _error(path, f"{where}.seed", "the seed is not a setting to tune: search.seed sets the trials' seed.")
             spaces[label][str(key)] = distribution(entry, path, f"{where}.{key}")
-    return SearchSpec(trials, seed, metric.lower() if metric else None, startup, spaces)
+    return SearchSpec(trials, seed, metric.lower() if metric else None, startup, spaces, pruner, warmup)
 
 
 def check_space(spec: SearchSpec, label: str, config, path: str) -> list[str]:
@@ -160,6 +187,12 @@ def check_space(spec: SearchSpec, label: str, config, path: str) -> list[str]:
                 f"(not in its resolved config): {hint}"
             )
     metric = search_metric(spec, config)
+    valid_metric = str(config["valid_metric"]).lower()
+    if spec.pruner and metric != valid_metric:  # the curve a trial reports is the score its early stopping reads
+        problems.append(
+            f"{path}: 'search.metric': the pruner reads each trial's validation curve of {label}'s valid_metric "
+            f"({valid_metric}), not {metric}: set search.metric and valid_metric to the same metric."
+        )
     name, _, k = metric.partition("@")
     computed = {m.lower() for m in config["metrics"]}
     if name not in computed or not k.isdigit() or int(k) not in config["topk"]:
@@ -185,9 +218,10 @@ def direction(metric: str) -> str:
 
 def study_fingerprint(spec: SearchSpec, label: str, base: str, metric: str) -> str:
     """What decides a row's trials: ``base`` (the row's settings but the searched keys, data, code),
-    the seed, the space, the metric and the sampler's settings. The budget is not in it."""
+    the seed, the space, the metric, the sampler's and the pruner's settings. The budget is not in it."""
     space = {key: distribution_to_json(d) for key, d in spec.spaces[label].items()}
-    return fingerprint("search", base, spec.seed, space, metric, spec.startup_trials, "tpe")
+    pruning = (spec.pruner, spec.prune_warmup) if spec.pruner else ()  # a search without one keeps its old studies
+    return fingerprint("search", base, spec.seed, space, metric, spec.startup_trials, "tpe", *pruning)
 
 
 def trial_path(output_dir: str, label: str, dataset: str, number: int, study: str) -> str:
@@ -210,6 +244,18 @@ def load_trials(output_dir: str, label: str, dataset: str, study: str, warn: Cal
     return trials
 
 
+def _frozen(trial: dict) -> optuna.trial.FrozenTrial:
+    """A stored trial as Optuna's record of it: settings, state, value and validation curve."""
+    state = TrialState[trial["state"]]
+    return optuna.trial.create_trial(
+        params=trial["params"],
+        distributions={key: json_to_distribution(d) for key, d in trial["distributions"].items()},
+        value=trial["value"] if state == TrialState.COMPLETE else None,
+        intermediate_values={int(epoch): v for epoch, v in (trial.get("intermediate") or {}).items()},
+        state=state,
+    )
+
+
 def _study(spec: SearchSpec, label: str, metric: str, trials: list[dict], number: int) -> optuna.Study:
     """An in-memory study holding ``trials``, whose sampler is seeded for proposing trial ``number``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -217,16 +263,7 @@ def _study(spec: SearchSpec, label: str, metric: str, trials: list[dict], number
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials)
     study = optuna.create_study(direction=direction(metric), sampler=sampler)
     for trial in trials:
-        distributions = {key: json_to_distribution(d) for key, d in trial["distributions"].items()}
-        complete = trial["state"] == TrialState.COMPLETE.name
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=trial["params"],
-                distributions=distributions,
-                value=trial["value"] if complete else None,
-                state=TrialState.COMPLETE if complete else TrialState.FAIL,
-            )
-        )
+        study.add_trial(_frozen(trial))
     return study
 
 
@@ -236,6 +273,35 @@ def propose(spec: SearchSpec, label: str, metric: str, trials: list[dict]) -> di
     return dict(study.ask(dict(spec.spaces[label])).params)
 
 
+def pruning_job(spec: SearchSpec, metric: str, trials: list[dict]) -> dict[str, Any] | None:
+    """What a trial's process needs to prune itself (:class:`Pruning`) given the ``trials`` before it; None: no pruner."""
+    if spec.pruner is None:
+        return None
+    return {"startup_trials": spec.startup_trials, "warmup": spec.prune_warmup, "direction": direction(metric), "trials": trials}
+
+
+class Pruning:
+    """In a trial's process: Optuna's ``MedianPruner`` over the stored trials before it.
+
+    Called after each validation with ``(epoch, score)`` (RecBole's callback), it returns True when
+    the trial should stop. The trial is Optuna's own (``study.ask`` of the trial's settings), so the
+    rule is Optuna's, not ours.
+    """
+
+    def __init__(self, job: dict[str, Any], params: dict[str, Any], distributions: dict[str, str]):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=job["startup_trials"], n_warmup_steps=job["warmup"])
+        study = optuna.create_study(direction=job["direction"], pruner=pruner)
+        for trial in job["trials"]:
+            study.add_trial(_frozen(trial))
+        study.enqueue_trial(params)
+        self.trial = study.ask({key: json_to_distribution(d) for key, d in distributions.items()})
+
+    def __call__(self, epoch: int, score: float) -> bool:
+        self.trial.report(score, epoch)
+        return self.trial.should_prune()
+
+
 def trial_job(spec: SearchSpec, label: str, metric: str, study: str, number: int, params: dict[str, Any]) -> dict[str, Any]:
     """What a trial's process needs to write its file (:func:`trial_record`), JSON-ready."""
     space = {key: distribution_to_json(d) for key, d in spec.spaces[label].items()}
@@ -243,8 +309,10 @@ def trial_job(spec: SearchSpec, label: str, metric: str, study: str, number: int
 
 
 def trial_record(label: str, metric: str, study: str, number: int, params: dict[str, Any], distributions: dict[str, str],
-                 record: dict | None, log: str | None = None, error: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """What a trial file holds. ``record``: the run's record (validation only); None for a failed run."""
+                 record: dict | None, log: str | None = None, error: str | None = None,
+                 curve: dict[int, float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """What a trial file holds. ``record``: the run's record (validation only); None for a failed run.
+    ``curve``: the validation score after each validated epoch (0-based), as the pruner reads it."""
     value = None if record is None else (record.get("best_valid_result") or {}).get(metric)
     finite = value is not None and math.isfinite(value)
     if record is not None and not finite:
@@ -260,12 +328,27 @@ def trial_record(label: str, metric: str, study: str, number: int, params: dict[
         "value": value if finite else None,
         "error": error,
         "log": log,
+        "intermediate": {str(epoch): score for epoch, score in (curve or {}).items()},
         "run": None if record is None else {
             key: record.get(key) for key in (
                 "seed", "best_valid_result", "best_epoch", "epochs_trained", "stopped_early", "train_time_s",
             )  # fmt: skip
         },
     }
+
+
+def pruned_record(job: dict[str, Any], curve: dict[int, float], bigger: bool, seconds: float) -> dict[str, Any]:
+    """What a trial file holds for a trial its pruner stopped after the validations of ``curve``;
+    ``seconds``: the trial process's time until then (its data preparation included)."""
+    best = max(curve, key=lambda epoch: (curve[epoch] if bigger else -curve[epoch], -epoch))  # the first best epoch
+    return {
+        **trial_record(**job, record=None, curve=curve),
+        "state": TrialState.PRUNED.name,
+        "run": {
+            "best_valid_result": None, "best_epoch": best, "best_so_far": curve[best], "epochs_trained": max(curve) + 1,
+            "stopped_early": True, "pruned": True, "train_time_s": round(seconds, 3),
+        },
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -348,6 +431,9 @@ def run_search(
 
 
 def _outcome(trial: dict) -> str:
+    if trial["state"] == TrialState.PRUNED.name:
+        run = trial["run"]
+        return f"pruned after epoch {run['epochs_trained']} (valid {trial['metric']} {run['best_so_far']:.4f} so far)"
     if trial["value"] is None:
         return f"failed ({trial['error']}; log {trial['log']})"
     return f"valid {trial['metric']} {trial['value']:.4f}"

@@ -15,7 +15,11 @@ from test_benchmark import RUN, typed_data, write_bench  # noqa: F401  (typed_da
 import recbole_gfm.quick_start as quick_start
 from recbole_gfm.artifacts import read_json
 from recbole_gfm.benchmark import BenchmarkError, _job, child_main, load_benchmark, run_benchmark
-from recbole_gfm.search import SearchError, parse_search, propose, run_search, trial_job, trial_path
+from recbole_gfm.artifacts import fingerprint
+from recbole_gfm.search import (
+    Pruning, SearchError, choose, load_trials, parse_search, propose, pruning_job, run_search, study_fingerprint,
+    trial_job, trial_path,
+)  # fmt: skip
 
 SPACE = {"learning_rate": {"loguniform": [1.0e-3, 1.0e-1]}, "embedding_size": {"choice": [4, 8]}}
 
@@ -37,6 +41,10 @@ def search(trials: int = 3, **changes) -> dict:
         (search(spaces={"BPR": {"n_layers": {"choice": [1, 2]}}}), "search.spaces.BPR.n_layers", "not a setting of BPR"),
         (search(spaces={"BPR": {"learning_rat": {"choice": [0.1]}}}), "search.spaces.BPR.learning_rat", "did you mean learning_rate"),
         (search(metric="ndcg@20"), "search.metric", "not computed on validation"),
+        (search(pruner="hyperband"), "search.pruner", "unknown pruner 'hyperband'"),
+        (search(pruner="median", prune_warmup=-1), "search.prune_warmup", "non-negative integer"),
+        (search(prune_warmup=2), "search.prune_warmup", "search.pruner is not"),
+        (search(pruner="median", metric="hit@10"), "search.metric", "the pruner reads each trial's validation curve"),
     ],
 )
 def test_bad_search_sections_name_the_file_and_the_key(section, key, message, typed_data, tmp_path):  # noqa: F811
@@ -106,6 +114,7 @@ def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data,
     for trial in result.trials:
         assert trial["state"] == "COMPLETE" and trial["value"] == trial["run"]["best_valid_result"][row.search_metric]
         assert "test_result" not in json.dumps(trial), "a trial has no test metrics"
+        assert len(trial["intermediate"]) == trial["run"]["epochs_trained"], "every trial keeps its validation curve"
     assert result.summary()["chosen_trial"] == values.index(max(values)) + 1
     assert "epoch 1: valid mrr@10" in capsys.readouterr().out
 
@@ -159,3 +168,94 @@ def test_resuming_a_search_killed_by_kill_9_keeps_finished_trials_and_repeats_no
     assert f"Training time of the 3 trials: {sum(r['run']['train_time_s'] for r in records):.0f} s" in report
     assert f"| {best['run']['train_time_s']:.1f} | complete |" in report
     assert "| BPR | 1/1 |" in (tmp_path / "out" / "leaderboard.md").read_text() and "3 trials" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def finished(spec, number: int, params: dict, curve: list[float]) -> dict:
+    """A stored trial that finished with this validation curve (its value: the curve's best)."""
+    return {
+        **trial_job(spec, "A", "ndcg@10", "s", number, params), "state": "COMPLETE", "value": max(curve),
+        "intermediate": {str(epoch): v for epoch, v in enumerate(curve)},
+    }  # fmt: skip
+
+
+def test_the_median_pruner_stops_a_trial_below_the_median_curve_after_its_warmup():
+    spec = parse_search(
+        {"trials": 8, "startup_trials": 3, "pruner": "median", "prune_warmup": 2, "spaces": {"A": SPACE}}, "f.yaml", ["A"], [1]
+    )
+    params = {"learning_rate": 0.01, "embedding_size": 4}
+    # at epochs 0..4 the finished trials' median is .20, .30, .40, .50, .50 (the middle of three)
+    before = [finished(spec, k, params, c) for k, c in enumerate([[.1, .2, .3, .4, .4], [.2, .3, .4, .5, .5], [.3, .4, .5, .6, .6]])]
+    slow = Pruning(pruning_job(spec, "ndcg@10", before), params, before[0]["distributions"])
+    # below the median from epoch 0 on, but validations 1 and 2 are the warmup: stopped at the third
+    assert [slow(epoch, v) for epoch, v in enumerate([.05, .1, .15])] == [False, False, True]
+    level = Pruning(pruning_job(spec, "ndcg@10", before), params, before[0]["distributions"])
+    # its best so far (.45 from epoch 2) is what counts: above the median .40 at epoch 2, below .50 at epoch 3
+    assert [level(epoch, v) for epoch, v in enumerate([.1, .2, .45, .44])] == [False, False, False, True]
+    too_early = Pruning(pruning_job(spec, "ndcg@10", before[:2]), params, before[0]["distributions"])
+    assert not any(too_early(epoch, 0.0) for epoch in range(5)), "nothing is pruned before startup_trials trials finished"
+
+    no_pruner = parse_search({"trials": 8, "startup_trials": 3, "spaces": {"A": SPACE}}, "f.yaml", ["A"], [1])
+    assert pruning_job(no_pruner, "ndcg@10", before) is None
+    assert study_fingerprint(no_pruner, "A", "base", "ndcg@10") != study_fingerprint(spec, "A", "base", "ndcg@10")
+    # a search without a pruner keeps the study (and so the stored trials) it had before pruning existed
+    from optuna.distributions import distribution_to_json
+
+    space = {key: distribution_to_json(d) for key, d in no_pruner.spaces["A"].items()}
+    assert study_fingerprint(no_pruner, "A", "base", "ndcg@10") == fingerprint("search", "base", 1, space, "ndcg@10", 3, "tpe")
+
+
+def test_a_pruned_trial_is_stored_with_its_curve_counted_in_the_budget_and_never_chosen(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    section = search(trials=2, startup_trials=1, pruner="median", prune_warmup=0, metric="mrr@10")
+    bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, max_epochs=3, search=section))
+    (row,) = bench.rows
+    from recbole_gfm.artifacts import write_json
+    from recbole_gfm.benchmark import tuned_row
+
+    # trial 1, stored as finished with a validation curve no real run reaches (1.0 at every epoch)
+    params = propose(bench.search, "BPR", row.search_metric, [])
+    unbeatable = {
+        **trial_job(bench.search, "BPR", row.search_metric, row.study, 0, params), "state": "COMPLETE", "value": 1.0,
+        "intermediate": {"0": 1.0, "1": 1.0, "2": 1.0}, "run": {"epochs_trained": 3, "best_epoch": 0, "train_time_s": 1.0},
+    }  # fmt: skip
+    write_json(trial_path(bench.output_dir, "BPR", "typed", 0, row.study), unbeatable)
+
+    def in_process(number, params, out):  # the benchmark's run_trial, in this process
+        previous = load_trials(bench.output_dir, row.label, row.dataset, row.study, print)[:number]
+        job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False, threads=None)
+        job["trial"] = trial_job(bench.search, row.label, row.search_metric, row.study, number, params)
+        job["pruning"] = pruning_job(bench.search, row.search_metric, previous)
+        child_main(job)
+
+    result = run_search(bench.search, "BPR", "typed", row.search_metric, row.study, bench.output_dir, in_process)
+    first, second = result.trials
+    assert first == unbeatable, "trial 1 was kept"
+    # trial 2: below the median (trial 1's curve) at its first validation, so stopped there
+    assert second["state"] == "PRUNED" and second["value"] is None and list(second["intermediate"]) == ["0"]
+    assert 0 < second["intermediate"]["0"] < 1.0 and second["run"]["epochs_trained"] == 1
+    assert second["run"]["best_so_far"] == second["intermediate"]["0"] and second["run"]["train_time_s"] > 0
+    assert result.chosen == first and choose(bench.search, "BPR", row.search_metric, result.trials) == first
+    out = capsys.readouterr().out
+    assert "pruned after epoch 1 (Optuna's median pruner)" in out and "trial 2/2: pruned after epoch 1" in out
+    # resumed: both kept, the pruned trial is not run again
+    ran = []
+    again = run_search(bench.search, "BPR", "typed", row.search_metric, row.study, bench.output_dir, lambda *a: ran.append(a))
+    assert ran == [] and again.trials == [first, second]
+    # and TPE reads it: a third trial's proposal does not fail on a pruned trial
+    assert set(propose(bench.search, "BPR", row.search_metric, again.trials)) == {"learning_rate", "embedding_size"}
+
+
+def test_a_benchmark_with_a_pruner_prunes_in_its_trial_processes(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    section = search(trials=2, startup_trials=1, pruner="median", prune_warmup=0, metric="mrr@10")
+    path = write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1], max_epochs=2, search=section)
+    assert run_benchmark(path) == 0
+    bench = load_benchmark(path)
+    first, second = load_trials(bench.output_dir, "BPR", "typed", bench.rows[0].study, print)
+    assert first["state"] == "COMPLETE" and len(first["intermediate"]) == 2
+    # the median of one finished curve is that curve: trial 2 stops at its first validation below it
+    below = second["intermediate"]["0"] < first["intermediate"]["0"]
+    assert second["state"] == ("PRUNED" if below else "COMPLETE")
+    assert len(second["intermediate"]) == (1 if below else 2)
+    report = (tmp_path / "out" / "search.md").read_text()
+    assert "median pruner" in report and ("Pruned: 1 (in brackets" in report) == below

@@ -421,13 +421,19 @@ def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool, t
 
 
 class _Progress:
-    """RecBole's per-validation callback in the child: one line per validation for the benchmark to print."""
+    """RecBole's per-validation callback in the child: one line per validation for the benchmark to print.
 
-    def __init__(self, metric: str, bigger: bool, stage: str = ""):
+    With ``pruning`` (a trial's :func:`recbole_gfm.search.pruning_job`, its params and distributions)
+    it also asks the trial's pruner after each validation and raises ``optuna.TrialPruned`` to stop
+    it. Plain data until its first call, so a multi-process run can pickle it to its ranks.
+    """
+
+    def __init__(self, metric: str, bigger: bool, stage: str = "", pruning: dict[str, Any] | None = None):
         self.metric, self.bigger, self.stage = metric, bigger, stage
         self.best: tuple[int, float] | None = None
         self.curve: dict[int, float] = {}  # validated epoch (0-based) -> score
         self.start = time.perf_counter()
+        self.pruning, self._pruner = pruning, None
 
     def __call__(self, epoch: int, score: float) -> None:
         self.curve[epoch] = score
@@ -438,6 +444,10 @@ class _Progress:
             f"{time.perf_counter() - self.start:.1f} s",
             flush=True,
         )
+        if self.pruning is not None:
+            self._pruner = self._pruner or Pruning(**self.pruning)
+            if self._pruner(epoch, score):
+                raise optuna.TrialPruned()
 
 
 def child_main(job: dict[str, Any]) -> None:
@@ -449,18 +459,12 @@ def child_main(job: dict[str, Any]) -> None:
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     start, start_time = time.perf_counter(), time.time()
-    progress = _Progress(**job["progress"])
-    pruning = Pruning(job["pruning"], job["trial"]["params"], job["trial"]["distributions"]) if job.get("pruning") else None
-
-    def on_validation(epoch: int, score: float) -> None:
-        progress(epoch, score)
-        if pruning is not None and pruning(epoch, score):
-            raise optuna.TrialPruned()
-
+    pruning = job.get("pruning") and {"job": job["pruning"], **{k: job["trial"][k] for k in ("params", "distributions")}}
+    progress = _Progress(**job["progress"], pruning=pruning)
     try:
         record = run(
             job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
-            saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=on_validation,
+            saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=progress,
             foundation_callback_fn=_Progress("ndcg@10", True, stage="foundation "),
         )  # fmt: skip
     except optuna.TrialPruned:

@@ -186,6 +186,11 @@ def check_space(spec: SearchSpec, label: str, config, path: str) -> list[str]:
                 f"{path}: 'search.spaces.{label}.{key}': '{key}' is not a setting of {config['model']} "
                 f"(not in its resolved config): {hint}"
             )
+    if spec.pruner and label in spec.spaces and (config["nproc"] or 1) > 1:
+        problems.append(
+            f"{path}: 'search.pruner': {label} trains on {config['nproc']} processes, and a trial is pruned in one: "
+            "tune it in one process (remove nproc from the row) or remove the pruner."
+        )
     metric = search_metric(spec, config)
     valid_metric = str(config["valid_metric"]).lower()
     if spec.pruner and metric != valid_metric:  # the curve a trial reports is the score its early stopping reads

@@ -259,3 +259,11 @@ def test_a_benchmark_with_a_pruner_prunes_in_its_trial_processes(typed_data, tmp
     assert len(second["intermediate"]) == (1 if below else 2)
     report = (tmp_path / "out" / "search.md").read_text()
     assert "median pruner" in report and ("Pruned: 1 (in brackets" in report) == below
+
+
+def test_a_pruner_refuses_a_row_that_trains_on_several_processes(typed_data, tmp_path):  # noqa: F811
+    section = search(pruner="median", metric="mrr@10")
+    path = write_bench(tmp_path, typed_data, models={"BPR": {"nproc": 2}}, search=section)
+    with pytest.raises(BenchmarkError) as error:
+        load_benchmark(path)
+    assert path in str(error.value) and "'search.pruner'" in str(error.value) and "2 processes" in str(error.value)

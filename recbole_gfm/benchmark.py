@@ -410,7 +410,9 @@ def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool, t
             **row.settings,
             "seed": seed,
             "results_dir": "",
-            "checkpoint_dir": os.path.join(bench.output_dir, "checkpoints"),
+            # one folder per cell: RecBole names a checkpoint <model>-<time to the second>.pth, so two
+            # cells of one model started in the same second (jobs > 1) would save to one file
+            "checkpoint_dir": os.path.join(bench.output_dir, "checkpoints", os.path.basename(out).removesuffix(".json")),
             "text_show_progress": True,  # a long encoding shows its bar (printed every BAR_EVERY_S)
         },
         "cmd_overrides": bench.cmd_overrides,

@@ -402,6 +402,11 @@ def test_parallel_cells_overlap_share_the_cores_and_train_a_shared_foundation_on
     first, second = sorted(records, key=lambda r: r["started_at"])
     assert second["started_at"] < first["started_at"] + first["wall_time_s"], "the cells ran one after the other"
     assert records[0]["foundation_path"] == records[1]["foundation_path"]
+    # each cell tests its own best checkpoint: RecBole names one <model>-<second>.pth, so two cells of
+    # one model started in the same second shared a file (and one tested the other's model)
+    saved = [r["saved_model_file"] for r in records]
+    assert len(set(saved)) == 2 and all(os.path.isfile(f) for f in saved)
+    assert {os.path.basename(os.path.dirname(f)) for f in saved} == {p.stem for p in cells.glob("*.json")}
     assert [d for d in os.listdir(cache / "foundation") if not d.startswith(".")] == [os.path.basename(records[0]["foundation_path"])]
     logs = [p.read_text() for p in (tmp_path / "out" / "logs").glob("*.log")]
     assert sum("foundation epoch" in log for log in logs) == 1, "one cell trained the foundation, the other waited and read it"

@@ -194,4 +194,5 @@ def test_a_benchmark_cell_on_two_processes_is_stored_once(ml100k_slice, tmp_path
     assert len(stored) == 2 and stored[1] == stored[0].removesuffix(".json") + ".per_user.npz"
     record = json.loads((cells / stored[0]).read_text())
     assert record["config"]["nproc"] == 2 and record["test_result"]["hit@10"] > 0
-    assert len(os.listdir(tmp_path / "out" / "checkpoints")) == 2  # one checkpoint and its hash
+    cell_checkpoints = tmp_path / "out" / "checkpoints" / stored[0].removesuffix(".json")
+    assert len(os.listdir(tmp_path / "out" / "checkpoints")) == 1 and len(os.listdir(cell_checkpoints)) == 2  # one checkpoint and its hash

@@ -47,6 +47,17 @@ def test_hgnn_training_is_reproducible(typed_slice, workdir):
     assert first["test_result"] == second["test_result"]
 
 
+def test_hgnn_early_stopping_does_not_count_a_tie_as_progress(typed_slice, workdir):
+    # learning rate 0: the encoder never changes, so every validation ties the first. RecBole's
+    # early_stopping (value >= best is a new best) would train all 8 epochs; a tie is no progress,
+    # so training stops after the first validation plus stopping_step more, and keeps epoch 0.
+    settings = typed_overrides(typed_slice, epochs=8, eval_step=1, stopping_step=2, learning_rate=0.0)
+    record = run("HGNN", typed_slice["dataset"], config_dict=settings)
+    assert record["epochs_trained"] == 4 and record["stopped_early"]
+    assert record["best_epoch"] == 0
+    assert record["best_valid_score"] == record["best_valid_result"]["ndcg@10"] > 0  # the true best, not a raised bar
+
+
 def test_llmknn_scores_with_raw_text_vectors(typed_slice, workdir):
     record = run("LLMKNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
     assert finite_metrics(record["test_result"]) and record["test_result"]["hit@10"] > 0

@@ -84,7 +84,7 @@ from recbole_gfm.leaderboard import load_or_quarantine, read_cell, warn, write_c
 from recbole_gfm.protocol import protocol_file
 from recbole_gfm.quick_start import check_dataset_files, get_trainer, run
 from recbole_gfm.search import (
-    Pruning, SearchResult, TrialNotStored, check_space, direction, load_trials, parse_search, pruned_record,
+    Pruning, SearchResult, TrialNotStored, check_space, direction, parse_search, pruned_record,
     pruning_job, run_search, search_metric, study_fingerprint, trial_job, trial_record,
 )  # fmt: skip
 
@@ -425,17 +425,14 @@ def _job(bench: Benchmark, row: Row, seed: int, out: str, evaluate_test: bool, t
 class _Progress:
     """RecBole's per-validation callback in the child: one line per validation for the benchmark to print.
 
-    With ``pruning`` (a trial's :func:`recbole_gfm.search.pruning_job`, its params and distributions)
-    it also asks the trial's pruner after each validation and raises ``optuna.TrialPruned`` to stop
-    it. Plain data until its first call, so a multi-process run can pickle it to its ranks.
+    It keeps the validation curve (validated epoch, 0-based -> score) and the best so far.
     """
 
-    def __init__(self, metric: str, bigger: bool, stage: str = "", pruning: dict[str, Any] | None = None):
+    def __init__(self, metric: str, bigger: bool, stage: str = ""):
         self.metric, self.bigger, self.stage = metric, bigger, stage
         self.best: tuple[int, float] | None = None
-        self.curve: dict[int, float] = {}  # validated epoch (0-based) -> score
+        self.curve: dict[int, float] = {}
         self.start = time.perf_counter()
-        self.pruning, self._pruner = pruning, None
 
     def __call__(self, epoch: int, score: float) -> None:
         self.curve[epoch] = score
@@ -446,10 +443,21 @@ class _Progress:
             f"{time.perf_counter() - self.start:.1f} s",
             flush=True,
         )
-        if self.pruning is not None:
-            self._pruner = self._pruner or Pruning(**self.pruning)
-            if self._pruner(epoch, score):
-                raise optuna.TrialPruned()
+
+
+class _PrunedProgress:
+    """:class:`_Progress`, then the trial's pruner: raises ``optuna.TrialPruned`` to stop the trial.
+
+    ``pruning`` is a trial's :func:`recbole_gfm.search.pruning_job` with its params and distributions.
+    """
+
+    def __init__(self, progress: _Progress, pruning: dict[str, Any]):
+        self.progress, self.pruner = progress, Pruning(**pruning)
+
+    def __call__(self, epoch: int, score: float) -> None:
+        self.progress(epoch, score)
+        if self.pruner(epoch, score):
+            raise optuna.TrialPruned()
 
 
 def child_main(job: dict[str, Any]) -> None:
@@ -461,12 +469,13 @@ def child_main(job: dict[str, Any]) -> None:
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     start, start_time = time.perf_counter(), time.time()
-    pruning = job.get("pruning") and {"job": job["pruning"], **{k: job["trial"][k] for k in ("params", "distributions")}}
-    progress = _Progress(**job["progress"], pruning=pruning)
+    progress = callback = _Progress(**job["progress"])
+    if job.get("pruning"):
+        callback = _PrunedProgress(progress, {"job": job["pruning"], **{k: job["trial"][k] for k in ("params", "distributions")}})
     try:
         record = run(
             job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],
-            saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=progress,
+            saved=job["evaluate_test"], evaluate_test=job["evaluate_test"], callback_fn=callback,
             foundation_callback_fn=_Progress("ndcg@10", True, stage="foundation "),
         )  # fmt: skip
     except optuna.TrialPruned:
@@ -562,11 +571,10 @@ def _search(bench: Benchmark, row: Row) -> Row:
     spec = bench.search
     head = f"search {row.label} on {row.dataset}"
 
-    def run_trial(number: int, params: dict[str, Any], out: str) -> None:
+    def run_trial(number: int, params: dict[str, Any], out: str, previous: list[dict]) -> None:
         trial_row = tuned_row(bench, row, params)
         job = _job(bench, trial_row, spec.seed, out, evaluate_test=False, threads=None)  # trials run alone: every core
         job["trial"] = trial_job(spec, row.label, row.search_metric, row.study, number, params)
-        previous = load_trials(bench.output_dir, row.label, row.dataset, row.study, warn)[:number]  # as run_search read them
         job["pruning"] = pruning_job(spec, row.search_metric, previous)
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
         print(f"{head}, trial {number + 1}/{spec.trials} ({shown}) ...", flush=True)

@@ -403,16 +403,16 @@ def run_search(
     metric: str,
     study: str,
     output_dir: str,
-    run_trial: Callable[[int, dict[str, Any], str], None],
+    run_trial: Callable[[int, dict[str, Any], str, list[dict]], None],
     say: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
 ) -> SearchResult:
     """Run (or resume) row ``label``'s search on ``dataset`` up to the budget; return its trials.
 
     Trial by trial: the settings are proposed from the trials before; a stored trial with exactly
-    these settings is kept, any other is run: ``run_trial(number, params, path)`` runs it and stores
-    its file at ``path`` (the benchmark runs it in a child process). ``say`` prints progress,
-    ``warn`` names a damaged trial file.
+    these settings is kept, any other is run: ``run_trial(number, params, path, trials)`` runs it
+    (``trials``: the ones before it, which its pruner reads) and stores its file at ``path`` (the
+    benchmark runs it in a child process). ``say`` prints progress, ``warn`` names a damaged trial file.
     """
     trials: list[dict] = []
     while len(trials) < spec.trials:
@@ -425,7 +425,7 @@ def run_search(
             say(f"{head}: done before, kept")
         else:
             start = time.perf_counter()
-            run_trial(number, params, path)
+            run_trial(number, params, path, trials)
             stored = read_json(path)
             say(f"{head}: {_outcome(stored)} in {time.perf_counter() - start:.1f} s")
         trials.append(stored)

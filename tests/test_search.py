@@ -100,10 +100,11 @@ def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data,
 
     ran = []
 
-    def in_process(number, params, out):  # what the benchmark's child process does, here in this process
+    def in_process(number, params, out, previous):  # what the benchmark's child process does, here in this process
         from recbole_gfm.benchmark import tuned_row
 
         ran.append(number)
+        assert [t["number"] for t in previous] == list(range(number)), "run_search hands over the trials before"
         job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False, threads=None)
         child_main({**job, "trial": trial_job(bench.search, row.label, row.search_metric, row.study, number, params)})
 
@@ -220,8 +221,7 @@ def test_a_pruned_trial_is_stored_with_its_curve_counted_in_the_budget_and_never
     }  # fmt: skip
     write_json(trial_path(bench.output_dir, "BPR", "typed", 0, row.study), unbeatable)
 
-    def in_process(number, params, out):  # the benchmark's run_trial, in this process
-        previous = load_trials(bench.output_dir, row.label, row.dataset, row.study, print)[:number]
+    def in_process(number, params, out, previous):  # the benchmark's run_trial, in this process
         job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False, threads=None)
         job["trial"] = trial_job(bench.search, row.label, row.search_metric, row.study, number, params)
         job["pruning"] = pruning_job(bench.search, row.search_metric, previous)

@@ -22,6 +22,21 @@ import time
 import torch
 
 
+def train_split(model: str, args, settings: dict):
+    """``model``'s config and train dataloader on the probe's dataset and protocol, seeded as a run is."""
+    from recbole.utils import init_seed
+
+    from recbole_gfm.config import Config
+    from recbole_gfm.protocol import data_preparation, protocol_file
+    from recbole_gfm.quick_start import create_dataset
+
+    config = Config(model, args.dataset, [protocol_file(args.protocol)], {**settings, "show_progress": False, "state": "WARNING"})
+    init_seed(config["seed"], config["reproducibility"])
+    torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
+    train, _, _ = data_preparation(config, create_dataset(config))
+    return config, train
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="ml-100k-typed")
@@ -31,18 +46,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from recbole.utils import init_seed
-
-    from recbole_gfm.config import Config
     from recbole_gfm.model.gfm import GFM
-    from recbole_gfm.protocol import data_preparation, protocol_file
-    from recbole_gfm.quick_start import create_dataset, training_data
+    from recbole_gfm.quick_start import training_data
 
-    settings = {"mlp_hidden_sizes": [128], "use_foundation": False, "show_progress": False, "state": "WARNING"}
-    config = Config("GFM", args.dataset, [protocol_file(args.protocol)], settings)
-    init_seed(config["seed"], config["reproducibility"])
-    torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
-    train, _, _ = data_preparation(config, create_dataset(config))
+    config, train = train_split("GFM", args, {"mlp_hidden_sizes": [128], "use_foundation": False})
     model = GFM(config, train.dataset)
     data = training_data(config, train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
@@ -89,16 +96,8 @@ def main() -> None:
 def lightgcn_epoch(args) -> None:
     """One epoch of RecBole's LightGCN (forward, backward, step) on the same split: the ratio's denominator."""
     from recbole.model.general_recommender import LightGCN
-    from recbole.utils import init_seed
 
-    from recbole_gfm.config import Config
-    from recbole_gfm.protocol import data_preparation, protocol_file
-    from recbole_gfm.quick_start import create_dataset
-
-    settings = {"learning_rate": 0.01, "show_progress": False, "state": "WARNING"}
-    config = Config("LightGCN", args.dataset, [protocol_file(args.protocol)], settings)
-    init_seed(config["seed"], config["reproducibility"])
-    train, _, _ = data_preparation(config, create_dataset(config))
+    config, train = train_split("LightGCN", args, {"learning_rate": 0.01})
     model = LightGCN(config, train.dataset)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     print("\n| LightGCN epoch | batches | total s |")

@@ -446,13 +446,10 @@ class _Progress:
 
 
 class _PrunedProgress:
-    """:class:`_Progress`, then the trial's pruner: raises ``optuna.TrialPruned`` to stop the trial.
+    """:class:`_Progress`, then the trial's pruner: raises ``optuna.TrialPruned`` to stop the trial."""
 
-    ``pruning`` is a trial's :func:`recbole_gfm.search.pruning_job` with its params and distributions.
-    """
-
-    def __init__(self, progress: _Progress, pruning: dict[str, Any]):
-        self.progress, self.pruner = progress, Pruning(**pruning)
+    def __init__(self, progress: _Progress, pruner: Pruning):
+        self.progress, self.pruner = progress, pruner
 
     def __call__(self, epoch: int, score: float) -> None:
         self.progress(epoch, score)
@@ -471,7 +468,7 @@ def child_main(job: dict[str, Any]) -> None:
     start, start_time = time.perf_counter(), time.time()
     progress = callback = _Progress(**job["progress"])
     if job.get("pruning"):
-        callback = _PrunedProgress(progress, {"job": job["pruning"], **{k: job["trial"][k] for k in ("params", "distributions")}})
+        callback = _PrunedProgress(progress, Pruning(job["pruning"], job["trial"]["params"], job["trial"]["distributions"]))
     try:
         record = run(
             job["model"], job["dataset"], job["config_files"], job["config_dict"], job["cmd_overrides"],

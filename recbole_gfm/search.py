@@ -24,8 +24,9 @@ ignores it. A run killed by a signal stores nothing and runs again.
 Pruning (``pruner: median``, optional): Optuna's ``MedianPruner`` stops a trial at a validation
 where its best value so far is worse than the median of the finished trials' values at the same
 epoch (the curve is the row's ``valid_metric``, which must then be the search metric), once
-``startup_trials`` trials have finished and from validation ``prune_warmup + 1`` on. A pruned trial counts in the budget like any other, is stored with its validation curve (every trial
-keeps one), is never chosen, and TPE reads its last value (Optuna's rule). The decision is a pure
+``startup_trials`` trials have finished and from validation ``prune_warmup + 1`` on. A pruned
+trial counts in the budget like any other, is stored with its validation curve (every trial keeps
+one), is never chosen, and TPE reads its last value (Optuna's rule). The decision is a pure
 function of the stored trials before it and the trial's own curve, so a resumed search prunes
 exactly where an uninterrupted one would. It is what keeps a learning rate at the bottom of a
 log-uniform range from costing an hour per trial.

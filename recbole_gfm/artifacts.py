@@ -267,6 +267,7 @@ NOT_FINGERPRINTED = frozenset({
     "state", "show_progress", "results_dir", "checkpoint_dir", "data_path", "cache_dir", "log_wandb",
     "wandb_project", "eval_batch_size", "worker", "ip", "port", "offset", "benchmark_filename_dir",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "config_files", "text_show_progress",
+    "resume_training",
 })  # fmt: skip
 
 

@@ -50,6 +50,7 @@ from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
 from recbole_gfm.per_user import per_user_record
 from recbole_gfm.protocol import data_preparation
+from recbole_gfm.resume import TrainingResume
 from recbole_gfm.trainer import foundation_checkpoint
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
@@ -348,19 +349,37 @@ def run_process(
     os.makedirs(config["checkpoint_dir"], exist_ok=True)
     trainer = get_trainer(config)(config, model_obj)
 
-    start = time.perf_counter()
-    best: dict[str, float] = {}
+    resume = TrainingResume(config, trainer, train_data, foundation_path) if TrainingResume.applies(config, trainer) else None
+    # the validation curve, the best epoch and its training time, kept across a resume
+    restored = resume.restore(saved) if resume else None
+    resumed_at = trainer.start_epoch if restored else None
+    progress: dict[str, Any] = restored or {"curve": [], "best": {}, "seconds": 0.0}
+    start = time.perf_counter() - progress["seconds"]
+    if callback_fn is not None and leader:  # a resumed run shows (and a search trial's pruner sees) its curve so far
+        for epoch, score in progress["curve"]:
+            callback_fn(epoch, score)
 
     def note_best(epoch: int, score: float) -> None:
         """RecBole's per-evaluation callback: early_stopping resets cur_step to 0 on a new best."""
         if trainer.cur_step == 0:
-            best.update(epoch=epoch, seconds=time.perf_counter() - start)
+            progress["best"] = {"epoch": epoch, "seconds": time.perf_counter() - start}
+        progress["curve"].append((epoch, score))
+        if resume:
+            resume.save(epoch, {**progress, "seconds": time.perf_counter() - start})
         if callback_fn is not None and leader:  # benchmark hook: progress lines
             callback_fn(epoch, score)
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=note_best
-    )
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=note_best
+        )
+    except Exception:
+        if resume:  # a failed run would fail again from its snapshot; Ctrl-C and SIGTERM keep it
+            resume.discard()
+        raise
+    if resume:
+        resume.discard()
+    best = progress["best"]
     train_time = time.perf_counter() - start
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -401,6 +420,8 @@ def run_process(
         "train_time_to_best_s": round(best["seconds"] + (foundation_time or 0.0), 3) if best else None,
         # benchmark hook: how training ended (RecBole's early_stopping counts cur_step past stopping_step)
         "epochs_trained": len(trainer.train_loss_dict),
+        # a run resumed from its snapshot (recbole_gfm.resume): the epoch it went on from
+        "resumed_at_epoch": resumed_at,
         "stopped_early": trainer.cur_step > trainer.stopping_step,
         "eval_time_s": round(eval_time, 3),
         "saved_model_file": trainer.saved_model_file if saved else None,

@@ -28,6 +28,7 @@ class FoundationExport:
     """
 
     foundation_path: str | None = None
+    resumable = False  # the best encoder lives in fit's memory, not in a snapshot (recbole_gfm.resume)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """RecBole's validation; then the bar RecBole's ``early_stopping`` compares it with is raised

@@ -19,7 +19,7 @@ LAYERS = [
     ["encoders"],  # the foundation networks, plain torch
     ["foundation"],  # the artifact store
     ["model"],
-    ["trainer", "evaluation"],
+    ["trainer", "evaluation", "resume"],
     ["quick_start"],  # the run: config -> data -> foundation -> model -> trainer
     ["cli", "benchmark", "inference", "search", "leaderboard", "board"],
 ]

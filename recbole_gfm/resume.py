@@ -7,9 +7,10 @@ CUDA ones, the train loader's shuffling generator) nor the trainer's history (lo
 result), so the resumed run would train other epochs than the unbroken one. A long cell killed
 in its fifth hour (a session's end, a pre-empted node) would lose everything.
 
-A :class:`TrainingResume` is written after every validation that training goes on from, atomically,
-beside RecBole's checkpoints (``checkpoint_dir``) and named by a fingerprint of everything that can
-change the run: the settings, the split, the foundation read, the code and the package versions.
+A :class:`TrainingResume` is written after every validation that training goes on from, beside
+RecBole's checkpoints (``checkpoint_dir``): one file, renamed into place, that starts with the
+sha256 of what follows, named by a fingerprint of everything that can change the run: the
+settings, the split, the foundation read, the code and the package versions.
 A run that finds its own snapshot restores it and goes on from the next epoch. It is removed when
 training ends, or fails (a re-run would only fail again); Ctrl-C or SIGTERM keeps it.
 

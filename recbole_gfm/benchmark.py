@@ -55,6 +55,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import fcntl
+import glob
 import json
 import math
 import os
@@ -620,7 +621,12 @@ def _run_or_skip(bench: Benchmark, counter: str, cell: Cell) -> bool:
     code = run_child(job, log_path, lambda line: _say(f"    {who}{line}"))
     seconds = time.perf_counter() - start
     if code != 0 or not os.path.isfile(out):
-        print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)
+        if code < 0 and glob.glob(os.path.join(job["config_dict"]["checkpoint_dir"], "*-resume-*.pth")):
+            # killed by a signal after a validation: recbole_gfm.resume kept its snapshot
+            print(f"{head}: " + set_color(f"stopped after {seconds:.1f} s (signal {-code}); a re-run resumes it "
+                                          f"from its last validated epoch", "yellow"), flush=True)
+        else:
+            print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)
         return False
     record = read_cell(out)
     name = (bench.columns or list(record["test_result"]) or ["no metric"])[0]

@@ -73,10 +73,7 @@ class TrainingResume:
 
     def __init__(self, config, trainer, train_data, foundation_path: str | None = None):
         self.trainer, self.train_data = trainer, train_data
-        key = fingerprint(
-            settings_fingerprint(to_plain(config), also_ignore={"resume_training"}),
-            foundation_path, result_code_fingerprint(), package_versions(),
-        )  # fmt: skip
+        key = fingerprint(settings_fingerprint(to_plain(config)), foundation_path, result_code_fingerprint(), package_versions())
         self.path = os.path.join(config["checkpoint_dir"], f"{config['model']}-resume-{key}.pth")
 
     @staticmethod

@@ -340,6 +340,25 @@ def _session(sid: int) -> list[int]:
     return alive
 
 
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_a_stopped_cell_says_whether_a_re_run_resumes_it(typed_data, tmp_path, monkeypatch, capsys, snapshot):
+    import recbole_gfm.benchmark as benchmark_module
+
+    bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1]))
+
+    def killed_after_a_validation(job, log_path, show):
+        os.makedirs(job["config_dict"]["checkpoint_dir"], exist_ok=True)
+        if snapshot:  # what recbole_gfm.resume leaves after a validation
+            open(os.path.join(job["config_dict"]["checkpoint_dir"], "BPR-resume-0123.pth"), "wb").close()
+        return -signal.SIGTERM
+
+    monkeypatch.setattr(benchmark_module, "run_child", killed_after_a_validation)
+    assert benchmark_module._run_or_skip(bench, "[1/1]", bench.cells[0]) is False
+    out = capsys.readouterr().out
+    assert ("a re-run resumes it from its last validated epoch" in out) is snapshot
+    assert ("FAILED" in out) is not snapshot
+
+
 def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_data, tmp_path, monkeypatch):
     from recbole_gfm.benchmark import board_lock
 

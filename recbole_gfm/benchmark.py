@@ -621,10 +621,10 @@ def _run_or_skip(bench: Benchmark, counter: str, cell: Cell) -> bool:
     code = run_child(job, log_path, lambda line: _say(f"    {who}{line}"))
     seconds = time.perf_counter() - start
     if code != 0 or not os.path.isfile(out):
-        if code < 0 and glob.glob(os.path.join(job["config_dict"]["checkpoint_dir"], "*-resume-*.pth")):
-            # killed by a signal after a validation: recbole_gfm.resume kept its snapshot
-            print(f"{head}: " + set_color(f"stopped after {seconds:.1f} s (signal {-code}); a re-run resumes it "
-                                          f"from its last validated epoch", "yellow"), flush=True)
+        if code < 0:  # stopped by a signal: recbole_gfm.resume keeps the snapshot of its last validation
+            snapshot = glob.glob(os.path.join(job["config_dict"]["checkpoint_dir"], "*-resume-*.pth"))
+            again = "resumes it from its last validated epoch" if snapshot else "starts it again"
+            print(f"{head}: " + set_color(f"stopped after {seconds:.1f} s (signal {-code}); a re-run {again}", "yellow"), flush=True)
         else:
             print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)
         return False

@@ -340,23 +340,29 @@ def _session(sid: int) -> list[int]:
     return alive
 
 
-@pytest.mark.parametrize("snapshot", [True, False])
-def test_a_stopped_cell_says_whether_a_re_run_resumes_it(typed_data, tmp_path, monkeypatch, capsys, snapshot):
+@pytest.mark.parametrize(
+    "code, snapshot, said",
+    [
+        (-signal.SIGTERM, True, "stopped after 0.0 s (signal 15); a re-run resumes it from its last validated epoch"),
+        (-signal.SIGKILL, False, "stopped after 0.0 s (signal 9); a re-run starts it again"),
+        (1, True, "FAILED after 0.0 s (exit 1)"),  # the run raised: FAILED, whatever files it left
+    ],
+)
+def test_a_cell_that_did_not_finish_says_what_a_re_run_does(typed_data, tmp_path, monkeypatch, capsys, code, snapshot, said):
     import recbole_gfm.benchmark as benchmark_module
 
     bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1]))
 
-    def killed_after_a_validation(job, log_path, show):
+    def run_child(job, log_path, show):
         os.makedirs(job["config_dict"]["checkpoint_dir"], exist_ok=True)
         if snapshot:  # what recbole_gfm.resume leaves after a validation
             open(os.path.join(job["config_dict"]["checkpoint_dir"], "BPR-resume-0123.pth"), "wb").close()
-        return -signal.SIGTERM
+        return code
 
-    monkeypatch.setattr(benchmark_module, "run_child", killed_after_a_validation)
+    monkeypatch.setattr(benchmark_module, "run_child", run_child)
+    monkeypatch.setattr(benchmark_module.time, "perf_counter", lambda: 0.0)
     assert benchmark_module._run_or_skip(bench, "[1/1]", bench.cells[0]) is False
-    out = capsys.readouterr().out
-    assert ("a re-run resumes it from its last validated epoch" in out) is snapshot
-    assert ("FAILED" in out) is not snapshot
+    assert said in capsys.readouterr().out
 
 
 def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_data, tmp_path, monkeypatch):

@@ -55,7 +55,6 @@ from __future__ import annotations
 import ctypes
 import difflib
 import fcntl
-import glob
 import json
 import math
 import os
@@ -84,6 +83,7 @@ from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
 from recbole_gfm.leaderboard import load_or_quarantine, read_cell, warn, write_cell, write_leaderboard
 from recbole_gfm.protocol import protocol_file
 from recbole_gfm.quick_start import check_dataset_files, get_trainer, run
+from recbole_gfm.resume import snapshots
 from recbole_gfm.search import (
     Pruning, SearchResult, TrialNotStored, check_space, direction, parse_search, pruned_record,
     pruning_job, run_search, search_metric, study_fingerprint, trial_job, trial_record,
@@ -622,8 +622,7 @@ def _run_or_skip(bench: Benchmark, counter: str, cell: Cell) -> bool:
     seconds = time.perf_counter() - start
     if code != 0 or not os.path.isfile(out):
         if code < 0:  # stopped by a signal: recbole_gfm.resume keeps the snapshot of its last validation
-            snapshot = glob.glob(os.path.join(job["config_dict"]["checkpoint_dir"], "*-resume-*.pth"))
-            again = "resumes it from its last validated epoch" if snapshot else "starts it again"
+            again = "resumes it from its last validated epoch" if snapshots(job["config_dict"]["checkpoint_dir"]) else "starts it again"
             print(f"{head}: " + set_color(f"stopped after {seconds:.1f} s (signal {-code}); a re-run {again}", "yellow"), flush=True)
         else:
             print(f"{head}: " + set_color(f"FAILED after {seconds:.1f} s (exit {code}); log: {log_path}", "red"), flush=True)

@@ -22,6 +22,7 @@ encoder in memory: those train from the start (``resumable = False``).
 from __future__ import annotations
 
 import io
+import glob
 import os
 import random
 from logging import getLogger
@@ -64,6 +65,14 @@ def restore_random_streams(streams: dict[str, Any], train_data) -> None:
     train_data.generator.set_state(streams["loader"])
 
 
+SNAPSHOT_SUFFIX = ".pth"
+
+
+def snapshots(checkpoint_dir: str) -> list[str]:
+    """The training snapshots kept in ``checkpoint_dir`` (a stopped run's, to resume from)."""
+    return glob.glob(os.path.join(checkpoint_dir, f"*-resume-*{SNAPSHOT_SUFFIX}"))
+
+
 class TrainingResume:
     """The snapshot of one run's training: written after a validation, restored at the run's start.
 
@@ -74,7 +83,7 @@ class TrainingResume:
     def __init__(self, config, trainer, train_data, foundation_path: str | None = None):
         self.trainer, self.train_data = trainer, train_data
         key = fingerprint(settings_fingerprint(to_plain(config)), foundation_path, result_code_fingerprint(), package_versions())
-        self.path = os.path.join(config["checkpoint_dir"], f"{config['model']}-resume-{key}.pth")
+        self.path = os.path.join(config["checkpoint_dir"], f"{config['model']}-resume-{key}{SNAPSHOT_SUFFIX}")
 
     @staticmethod
     def applies(config, trainer) -> bool:

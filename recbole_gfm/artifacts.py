@@ -35,6 +35,8 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -88,13 +90,23 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
-@contextmanager
-def exclusive(path: str) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside ``path`` (``fcntl.flock``) for the block: one process makes the artifact.
+class LockedError(RuntimeError):
+    """Another live process holds the lock :func:`exclusive` was asked not to wait for."""
 
-    Processes that share a cache (a benchmark's parallel cells, two users) and need the same
-    artifact take turns: the first makes it, the others wait, then find it made. The kernel
-    releases the lock of a process that dies, so a crash never leaves the others waiting.
+    def __init__(self, path: str, owner: str):
+        self.path, self.owner = path, owner
+        super().__init__(f"{path}: held by another process (pid {owner})")
+
+
+@contextmanager
+def exclusive(path: str, wait: bool = True) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``path`` (``fcntl.flock``, holding this pid) for the block.
+
+    The one lock of the package. Processes that share a cache (a benchmark's parallel cells, two
+    users) and need the same artifact take turns (``wait``): the first makes it, the others wait,
+    then find it made. With ``wait=False`` a held lock raises :class:`LockedError` naming the
+    holder's pid (one run of a board at a time). The kernel releases the lock of a process that
+    dies, so a crash never leaves the others waiting.
     """
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -103,8 +115,13 @@ def exclusive(path: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            getLogger().info(f"{path}: another process is making it; waiting for that process")
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if not wait:
+                raise LockedError(path, owner) from None
+            getLogger().info(f"{path}: another process (pid {owner}) is making it; waiting for that process")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -237,7 +254,8 @@ def read_safetensors(path: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def move_aside(path: str) -> str:
-    """Rename a damaged file or folder to ``<path>.corrupt-<time>`` (kept for inspection); return the new name."""
+    """Rename a damaged file or folder to ``<path>.corrupt-<time>`` (kept for inspection, never read
+    again); return the new name. The one policy for a file that fails its check."""
     aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
     os.rename(path, aside)
     return aside
@@ -326,9 +344,13 @@ def code_fingerprint(*paths: str, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
-# Modules that schedule, present or serve results: they cannot change a number, so a result's key
-# leaves them out (editing the leaderboard's layout re-runs no cell).
-PRESENTATION_CODE = ("benchmark.py", "leaderboard.py", "significance.py", "search.py", "cli.py", "inference.py")
+# Code that schedules, presents or serves results: it cannot change a number, so a result's key
+# leaves it out (editing the leaderboard's layout re-runs no cell). Files, or folders ending in /.
+PRESENTATION_CODE = ("bench/", "cli.py", "inference.py")
+
+
+def _presentation(relative: str) -> bool:
+    return any(relative == p or (p.endswith("/") and relative.startswith(p)) for p in PRESENTATION_CODE)
 
 
 def result_code_fingerprint(length: int = 16) -> str:
@@ -339,7 +361,61 @@ def result_code_fingerprint(length: int = 16) -> str:
         for name in names
         if name.endswith(".py")
     )
-    return code_fingerprint(*(f for f in files if f not in PRESENTATION_CODE), length=length)
+    return code_fingerprint(*(f for f in files if not _presentation(f)), length=length)
+
+
+def module_file(module: str) -> str | None:
+    """The file of a ``recbole_gfm`` module, relative to the package (None if there is none now)."""
+    parts = module.split(".")[1:]
+    candidates = [os.path.join(*parts, "__init__.py"), os.path.join(*parts) + ".py"] if parts else ["__init__.py"]
+    return next((c for c in candidates if os.path.isfile(os.path.join(PACKAGE_DIR, c))), None)
+
+
+def loaded_result_modules() -> list[str]:
+    """The ``recbole_gfm`` modules this process has imported that can change a number (not presentation)."""
+    return sorted(
+        name for name in sys.modules
+        if (name == "recbole_gfm" or name.startswith("recbole_gfm.")) and (f := module_file(name)) and not _presentation(f)
+    )  # fmt: skip
+
+
+def module_fingerprints(modules: Iterable[str]) -> dict[str, str | None]:
+    """:func:`code_fingerprint` of each module's file as it is now; None for a module that no longer exists."""
+    return {name: (code_fingerprint(f) if (f := module_file(name)) else None) for name in modules}
+
+
+def machine() -> dict[str, Any]:
+    """What a result was measured on: CPU model, cores this process may use, memory, OS."""
+    cpu = platform.processor() or "?"
+    memory_gb = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        with open("/proc/meminfo") as f:
+            memory_gb = round(int(next(line.split()[1] for line in f if line.startswith("MemTotal"))) / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "memory_gb": memory_gb, "os": platform.platform()}
+
+
+def git_state(path: str = PACKAGE_DIR) -> dict[str, Any]:
+    """The commit of the checkout holding ``path``, and whether its tracked files differ from it.
+
+    ``{"commit": None}`` outside a git checkout (an installed wheel): a result then names its
+    package version only.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))}
 
 
 def package_versions() -> dict[str, str]:

@@ -34,6 +34,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     parser.add_argument(
         "--jobs", type=int, default=None, help="with --benchmark: cells run at a time, sharing the cores (default: the file's jobs, or 1)"
     )
+    parser.add_argument(
+        "--time-budget", default=None, metavar="DURATION",
+        help="with --benchmark: start no cell that cannot finish within it, stop the running ones at its end "
+        "(they resume from their last validation next time): 90s, 150m, 2h, 1h30m",
+    )  # fmt: skip
+    parser.add_argument(
+        "--add-row", default=None, metavar="FILE",
+        help="with --benchmark BOARD_FOLDER: add the rows of FILE (models: and search: {spaces:}) to a board of record, "
+        "run only them on the board's split, and test them against the committed rows",
+    )  # fmt: skip
+    parser.add_argument("--rerun-stale", action="store_true", help="with --benchmark: re-run the rows whose code changed since they ran")
+    parser.add_argument("--rows", default=None, metavar="LABELS", help="with --benchmark: run only these rows (comma-separated labels)")
     args, rest = parser.parse_known_args(argv)
     overrides: dict[str, str] = {}
     for arg in rest:
@@ -54,11 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.benchmark:
             if args.model or args.dataset or config_files or args.protocol:
                 raise ConfigError("--benchmark takes its models, datasets and config files from the benchmark file.")
-            from recbole_gfm.benchmark import run_benchmark
+            from recbole_gfm.bench.record import parse_duration
+            from recbole_gfm.bench.runner import run_benchmark
 
-            return 1 if run_benchmark(args.benchmark, overrides, args.jobs) else 0
-        if args.jobs is not None:
-            raise ConfigError("--jobs is for --benchmark (cells run at a time); a single run uses nproc for processes.")
+            try:
+                budget = parse_duration(args.time_budget) if args.time_budget else None
+            except ValueError as e:
+                raise ConfigError(f"--time-budget: {e}") from None
+            rows = [label.strip() for label in args.rows.split(",")] if args.rows else None
+            failed = run_benchmark(args.benchmark, overrides, args.jobs, time_budget=budget, add_row=args.add_row,
+                                   rerun_stale=args.rerun_stale, only=rows)  # fmt: skip
+            return 1 if failed else 0
+        board_only = [f"--{k.replace('_', '-')}" for k in ("jobs", "time_budget", "add_row", "rows") if getattr(args, k) is not None]
+        if board_only or args.rerun_stale:
+            raise ConfigError(f"{', '.join(board_only or ['--rerun-stale'])}: for --benchmark; a single run uses nproc for processes.")
         if args.prepare_foundation:
             from recbole_gfm.inference import rebuild_foundation
 

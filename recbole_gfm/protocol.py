@@ -36,6 +36,7 @@ would bypass the fallback.)
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from logging import getLogger
@@ -237,3 +238,33 @@ def data_preparation(config, dataset):
         valid = PeriodSequentialEvalDataLoader(config, valid._dataset, interactions, bounds[0], bounds[1], cut_times[0])
         test = PeriodSequentialEvalDataLoader(config, test._dataset, interactions, bounds[-2], bounds[-1], cut_times[0])
     return train, valid, test
+
+
+def evaluation_pairs(loader) -> list[tuple[str, str]]:
+    """The (user, positive item) pairs a full-ranking loader scores, as sorted external tokens.
+
+    The same for every model type on one split: a general loader's split interactions, a sequential
+    leave-one-out loader's target rows, :class:`PeriodSequentialEvalDataLoader`'s period positives.
+    """
+    dataset = loader._dataset
+    uid, iid = dataset.uid_field, dataset.iid_field
+    if isinstance(loader, PeriodSequentialEvalDataLoader):
+        users = np.concatenate([np.full(len(items), u) for u, items in loader.positives.items()] or [np.zeros(0, int)])
+        items = np.concatenate([items.numpy() for items in loader.positives.values()] or [np.zeros(0, int)])
+    else:
+        users, items = dataset.inter_feat[uid].numpy(), dataset.inter_feat[iid].numpy()
+    pairs = zip(dataset.id2token(uid, users).astype(str).tolist(), dataset.id2token(iid, items).astype(str).tolist())
+    return sorted(set(pairs))
+
+
+def split_fingerprint(valid_data, test_data) -> str:
+    """Hash of what a run is scored on: the validation and test (user, positive item) pairs.
+
+    Rows of one board must share it: their per-user values are then paired on the same cases.
+    """
+    digest = hashlib.sha256()
+    for loader in (valid_data, test_data):
+        for user, item in evaluation_pairs(loader):
+            digest.update(f"{user}\x1f{item}\x1e".encode())
+        digest.update(b"\x1d")
+    return digest.hexdigest()[:16]

@@ -49,7 +49,7 @@ from recbole_gfm.data.validate import validate_atomic_files
 from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation_config, foundation_meta, is_complete
 from recbole_gfm.per_user import per_user_record
-from recbole_gfm.protocol import data_preparation
+from recbole_gfm.protocol import data_preparation, split_fingerprint
 from recbole_gfm.resume import TrainingResume
 from recbole_gfm.trainer import foundation_checkpoint
 
@@ -227,6 +227,7 @@ def run(
     evaluate_test: bool = True,
     callback_fn: Callable[[int, float], None] | None = None,
     foundation_callback_fn: Callable[[int, float], None] | None = None,
+    on_split: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
     """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split.
 
@@ -241,20 +242,24 @@ def run(
     spawned here and the record is rank 0's (None on a machine without rank 0); the callbacks then
     run in rank 0 and must be picklable.
 
-    For the benchmark (:mod:`recbole_gfm.benchmark`, :mod:`recbole_gfm.search`): with
+    For the benchmark (:mod:`recbole_gfm.bench.runner`, :mod:`recbole_gfm.bench.search`): with
     ``evaluate_test=False`` the test split is never evaluated (a search trial is scored on the
     validation split only; the record's test keys are empty); ``callback_fn(epoch, valid_score)``
     is called at each validation, as RecBole's ``Trainer.fit`` calls its own; the record gives
-    ``epochs_trained`` and ``stopped_early`` (ended by early stopping, not by ``epochs``).
+    ``epochs_trained`` and ``stopped_early`` (ended by early stopping, not by ``epochs``);
+    ``on_split(fingerprint)`` is called once the split is built, before anything is trained, with
+    :func:`recbole_gfm.protocol.split_fingerprint` of its validation and test cases (a board checks
+    there that the split is the board's; not for a run that does not evaluate the test split); the
+    record keeps it as ``evaluation_split``.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
     plan = launch_plan(config) if config["single_spec"] else None  # a rank (local_rank given) runs as it is
     if plan is None:
-        return run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn)
+        return run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn, on_split)
     check_dataset_files(config)  # before spawning anything
     settings = {k: v for k, v in (config_dict or {}).items() if k not in MULTI_PROCESS_KEYS}
     overrides = {k: v for k, v in (cmd_overrides or {}).items() if k not in MULTI_PROCESS_KEYS}
-    job = (model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn)
+    job = (model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn, on_split)
     return spawn(plan, job)
 
 
@@ -278,11 +283,11 @@ def spawn(plan: Launch, job: tuple) -> dict[str, Any] | None:
 
 def _rank_main(local_rank: int, plan: Launch, job: tuple, outbox: str) -> None:
     """One spawned process: rank ``plan.offset + local_rank`` of the run."""
-    model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn = job
+    model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn, on_split = job
     torch.set_num_threads(plan.threads)
     try:
         config = Config(model, dataset, config_file_list, {**settings, **plan.settings(local_rank)}, overrides)
-        record = run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn)
+        record = run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn, on_split)
     except BaseException as error:
         _write(outbox, "error", error)
         raise
@@ -318,6 +323,7 @@ def run_process(
     evaluate_test: bool = True,
     callback_fn: Callable[[int, float], None] | None = None,
     foundation_callback_fn: Callable[[int, float], None] | None = None,
+    on_split: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
     """:func:`run` in this process: the whole run, or this rank's part of a multi-process one (rank 0's record, None elsewhere)."""
     leader = is_leader(config)
@@ -334,6 +340,10 @@ def run_process(
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    # what the run is scored on; a search trial (evaluate_test False) never reads the test split
+    evaluation_split = split_fingerprint(valid_data, test_data) if evaluate_test else None
+    if on_split is not None and evaluation_split is not None:
+        on_split(evaluation_split)
     if not evaluate_test:  # benchmark hook: a search trial never touches the test split
         test_data = None
     # recorded in checkpoints and results: serving rebuilds the split and checks it is this one
@@ -409,6 +419,7 @@ def run_process(
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": test_result,
         "test_cases_by_type": per_type_cases,
+        "evaluation_split": evaluation_split,  # the validation and test cases scored (protocol.split_fingerprint)
         "per_user": per_user,  # {"users": [token, ...], "metrics": {"hit@10": [value per user], ...}} (test split)
         # a model built on a foundation (GFM) counts the foundation's training too, cached or not
         "train_time_s": round(train_time + (foundation_time or 0.0), 3),

@@ -82,6 +82,7 @@ class TrainingResume:
 
     def __init__(self, config, trainer, train_data, foundation_path: str | None = None):
         self.trainer, self.train_data = trainer, train_data
+        self.folder = config["checkpoint_dir"]
         key = fingerprint(settings_fingerprint(to_plain(config)), foundation_path, result_code_fingerprint(), package_versions())
         self.path = os.path.join(config["checkpoint_dir"], f"{config['model']}-resume-{key}{SNAPSHOT_SUFFIX}")
 
@@ -138,8 +139,11 @@ class TrainingResume:
             aside = move_aside(self.path)
             logger.warning(f"{self.path}: unusable training snapshot ({error}); moved to {aside}, training from the start")
             return None
-        if saved and state["best_valid_result"] is not None and not os.path.isfile(state["saved_model_file"]):
-            logger.warning(f"{self.path}: its best checkpoint {state['saved_model_file']} is gone; training from the start")
+        # the best checkpoint lies beside the snapshot, wherever the folder was moved to (a board of
+        # record's snapshots travel in git: another clone, another absolute path)
+        best_file = os.path.join(self.folder, os.path.basename(state["saved_model_file"]))
+        if saved and state["best_valid_result"] is not None and not os.path.isfile(best_file):
+            logger.warning(f"{self.path}: its best checkpoint {best_file} is gone; training from the start")
             return None
         trainer = self.trainer
         trainer.model.load_state_dict(state["model"])  # copied onto the model's device
@@ -150,7 +154,7 @@ class TrainingResume:
         trainer.best_valid_score = state["best_valid_score"]
         trainer.best_valid_result = state["best_valid_result"]
         trainer.train_loss_dict = {int(epoch): loss for epoch, loss in state["train_loss"]}
-        trainer.saved_model_file = state["saved_model_file"]
+        trainer.saved_model_file = best_file
         restore_random_streams(state["random"], self.train_data)
         logger.info(f"{self.path}: resuming training at epoch {trainer.start_epoch}")
         return state["progress"]

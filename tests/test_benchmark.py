@@ -15,12 +15,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from recbole_gfm.benchmark import BenchmarkError, cell_threads, load_benchmark, run_benchmark
-from recbole_gfm.leaderboard import summarise
+from recbole_gfm.bench.process import cell_threads
+from recbole_gfm.bench.rows import summarise
+from recbole_gfm.bench.runner import run_benchmark
+from recbole_gfm.bench.spec import BenchmarkError, load_benchmark
 from recbole_gfm.per_user import load_per_user
 
 RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_gfm.py")
 BENCHMARKS = os.path.join(os.path.dirname(RUN), "recbole_gfm", "properties", "benchmark")
+RECORDS = os.path.join(os.path.dirname(RUN), "benchmarks")  # the boards of record
 
 
 @pytest.fixture(scope="module")
@@ -98,19 +101,13 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     tuned = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {"learning_rate": 0.02}}))
     assert tuned.cells[0].fingerprint == first.cells[0].fingerprint  # Pop untouched
     assert tuned.cells[2].fingerprint != first.cells[2].fingerprint
-    assert first.cells[2].capped_from == 300 and first.cells[2].config_dict["epochs"] == 1
-    import recbole_gfm.benchmark as benchmark_module
-
-    with pytest.MonkeyPatch.context() as patch:  # other code (an edited source file) means other cells
-        patch.setattr(benchmark_module, "result_code_fingerprint", lambda: "edited")
-        edited = load_benchmark(write_bench(tmp_path, typed_data))
-    assert all(a.fingerprint != b.fingerprint for a, b in zip(edited.cells, first.cells))
+    assert first.cells[2].row.capped_from == 300 and first.cells[2].row.settings["epochs"] == 1
     own_cap = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {"max_epochs": 3}}))
-    assert own_cap.cells[2].capped_from == 300 and own_cap.cells[2].config_dict["epochs"] == 3
-    assert own_cap.cells[0].epochs == 1  # the file's cap still holds for the other rows
+    assert own_cap.cells[2].row.capped_from == 300 and own_cap.cells[2].row.settings["epochs"] == 3
+    assert own_cap.cells[0].row.epochs == 1  # the file's cap still holds for the other rows
     # Pop trains one pass (RecBole's TraditionalTrainer) whatever the cap: it is not a capped row
     uncapped = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {"max_epochs": 5}}))
-    assert uncapped.cells[0].epochs == 1 and uncapped.cells[0].capped_from is None
+    assert uncapped.cells[0].row.epochs == 1 and uncapped.cells[0].row.capped_from is None
 
 
 def test_jobs_come_from_the_file_unless_given_and_split_the_cores(typed_data, tmp_path, monkeypatch):
@@ -165,14 +162,19 @@ def test_resume_skips_finished_cells_and_survives_kill_9(typed_data, tmp_path, m
     assert np.isclose(vectors["metrics"]["hit@10"].mean(), record["test_result"]["hit@10"])
 
 
-@pytest.mark.parametrize("name", sorted(f[: -len(".yaml")] for f in os.listdir(BENCHMARKS) if f.endswith(".yaml")))
-def test_shipped_benchmark_files_parse(name, monkeypatch):
-    """The shipped files name known models and keys (their datasets may not be prepared here)."""
-    import recbole_gfm.benchmark as benchmark
+SHIPPED = sorted(os.path.join(BENCHMARKS, f) for f in os.listdir(BENCHMARKS) if f.endswith(".yaml"))
+BOARDS = sorted(os.path.join(RECORDS, d) for d in os.listdir(RECORDS) if os.path.isfile(os.path.join(RECORDS, d, "board.yaml")))
 
-    monkeypatch.setattr(benchmark, "_data_fingerprint", lambda config: "no-data")
-    bench = load_benchmark(os.path.join(BENCHMARKS, f"{name}.yaml"))
-    assert bench.cells
+
+@pytest.mark.parametrize("path", SHIPPED + BOARDS, ids=os.path.basename)
+def test_shipped_benchmark_files_and_boards_parse(path, monkeypatch):
+    """The shipped files and boards of record name known models and keys (their datasets may not be prepared here)."""
+    import recbole_gfm.bench.spec as spec
+
+    monkeypatch.setattr(spec, "_data_fingerprint", lambda config: "no-data")
+    bench = load_benchmark(path)
+    assert bench.cells or bench.search
+    assert bench.record == (path in BOARDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def test_shipped_benchmark_files_parse(name, monkeypatch):
 
 def fake_cell(bench, label, seed, hits, *, users=None, fingerprint=None, dataset="typed", **record):
     """Store a finished cell as the benchmark would: record + per-user hit@10 / ndcg@10 vectors."""
-    from recbole_gfm.leaderboard import write_cell
+    from recbole_gfm.bench.cells import write_cell
 
     row = next((r for r in bench.rows if r.label == label), None)
     fingerprint = fingerprint or row.fingerprint
@@ -202,8 +204,8 @@ def fake_cell(bench, label, seed, hits, *, users=None, fingerprint=None, dataset
 
 
 def test_the_board_tests_significance_counts_stale_cells_and_keeps_other_files_rows(typed_data, tmp_path):
-    from recbole_gfm.leaderboard import write_leaderboard
-    from recbole_gfm.significance import compare
+    from recbole_gfm.bench.report import write_leaderboard
+    from recbole_gfm.bench.significance import compare
 
     bench = load_benchmark(write_bench(tmp_path, typed_data, models={"Pop": {}, "BPR": {}, "LightGCN": {}}, reference="Pop"))
     rng = np.random.default_rng(0)
@@ -226,7 +228,7 @@ def test_the_board_tests_significance_counts_stale_cells_and_keeps_other_files_r
     pop_line = next(line for line in board.splitlines() if line.startswith("| Pop |"))
     assert f"{runs['Pop'][1].mean() / 2 + runs['Pop'][2].mean() / 2:.4f}" in pop_line, "the stale cell is not averaged in"
     assert "| ItemKNN | 1* |" in board and "other benchmark files" in board
-    assert "1 stale cells" in board and "Pop 1" in board
+    assert "made with other settings or data: Pop 1" in board
     assert "paired t-test over 120 (seed, user) pairs" in board and "Holm" in board and "not in the tests" in board
     table = pd.read_csv(paths["significance"])
     got = table[(table.metric == "hit@10") & (table.family == "reference") & (table.model == "BPR")].iloc[0]
@@ -236,7 +238,7 @@ def test_the_board_tests_significance_counts_stale_cells_and_keeps_other_files_r
 
 
 def test_rows_scored_on_different_users_are_compared_on_the_common_subset(typed_data, tmp_path):
-    from recbole_gfm.leaderboard import write_leaderboard
+    from recbole_gfm.bench.report import write_leaderboard
 
     bench = load_benchmark(write_bench(tmp_path, typed_data, seeds=[1]))
     rng = np.random.default_rng(0)
@@ -247,7 +249,7 @@ def test_rows_scored_on_different_users_are_compared_on_the_common_subset(typed_
 
 
 def test_epochs_show_training_and_the_best_epoch_and_capped_only_at_the_cap():
-    from recbole_gfm.leaderboard import epochs_text
+    from recbole_gfm.bench.rows import epochs_text
 
     stopped = {"epochs": 30, "epochs_trained": 7, "best_epoch": 3, "stopped_early": True}
     assert epochs_text([stopped]) == "7 (best 4)"
@@ -261,7 +263,8 @@ def test_epochs_show_training_and_the_best_epoch_and_capped_only_at_the_cap():
 def test_pump_logs_everything_and_shows_progress_lines_and_bars():
     import io as io_module
 
-    from recbole_gfm.benchmark import PROGRESS, pump
+    from recbole_gfm.bench.child import PROGRESS
+    from recbole_gfm.bench.process import pump
 
     output = (
         b"INFO loading\n" + PROGRESS.encode() + b" epoch 1: valid ndcg@10 0.1000, best 0.1000 (epoch 1), 2.0 s\n"
@@ -314,7 +317,7 @@ def test_a_damaged_cell_is_named_moved_aside_and_run_again(typed_data, tmp_path,
     captured = capsys.readouterr()
     assert f"{cell}: not valid JSON" in captured.err and "moved aside" in captured.err
     assert "done before, skipped" not in captured.out and "JSONDecodeError" not in captured.out + captured.err
-    assert cell.with_name(cell.name + ".corrupt").is_file() and json.loads(cell.read_text())["label"] == "BPR"
+    assert list(cell.parent.glob(cell.name + ".corrupt-*")) and json.loads(cell.read_text())["label"] == "BPR"
 
     data = bytearray(vectors.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the per-user file
@@ -349,24 +352,25 @@ def _session(sid: int) -> list[int]:
     ],
 )
 def test_a_cell_that_did_not_finish_says_what_a_re_run_does(typed_data, tmp_path, monkeypatch, capsys, code, snapshot, said):
-    import recbole_gfm.benchmark as benchmark_module
+    from recbole_gfm.bench import runner
 
     bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1]))
+    run = runner.new_run(bench)
 
     def run_child(job, log_path, show):
-        os.makedirs(job["config_dict"]["checkpoint_dir"], exist_ok=True)
+        os.makedirs(job.config_dict["checkpoint_dir"], exist_ok=True)
         if snapshot:  # what recbole_gfm.resume leaves after a validation
-            open(os.path.join(job["config_dict"]["checkpoint_dir"], "BPR-resume-0123.pth"), "wb").close()
+            open(os.path.join(job.config_dict["checkpoint_dir"], "BPR-resume-0123.pth"), "wb").close()
         return code
 
-    monkeypatch.setattr(benchmark_module, "run_child", run_child)
-    monkeypatch.setattr(benchmark_module.time, "perf_counter", lambda: 0.0)
-    assert benchmark_module._run_or_skip(bench, "[1/1]", bench.cells[0]) is False
+    monkeypatch.setattr(run.children, "run", run_child)
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: 0.0)
+    assert runner._run_or_skip(run, "[1/1]", bench.cells[0]) in ("stopped", "failed")
     assert said in capsys.readouterr().out
 
 
 def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_data, tmp_path, monkeypatch):
-    from recbole_gfm.benchmark import board_lock
+    from recbole_gfm.artifacts import exclusive
 
     monkeypatch.chdir(tmp_path)
     # a cell that trains for minutes and prints nothing (no validation until the end): it cannot die
@@ -382,8 +386,7 @@ def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_
             time.sleep(0.2)
         with pytest.raises(BenchmarkError) as error:
             run_benchmark(path)
-        lock = str(tmp_path / "out" / ".lock")
-        assert f"{lock}: this board is being run by another process (pid {proc.pid})" in str(error.value)
+        assert f"{tmp_path / 'out'}: this board is being run by another process (pid {proc.pid})" in str(error.value)
 
         os.kill(proc.pid, signal.SIGKILL)  # the benchmark only: its cell must die with it
         proc.wait()
@@ -391,7 +394,7 @@ def test_kill_9_of_a_benchmark_kills_its_cell_and_a_second_run_is_refused(typed_
         while _session(proc.pid) and time.time() < deadline:
             time.sleep(0.1)
         assert not _session(proc.pid), "a process of the killed benchmark survived"
-        with board_lock(str(tmp_path / "out")):  # the kernel released the dead run's lock
+        with exclusive(str(tmp_path / "out" / "board"), wait=False):  # the kernel released the dead run's lock
             pass
     finally:
         if _session(proc.pid):

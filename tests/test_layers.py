@@ -13,7 +13,7 @@ import os
 import recbole_gfm
 
 LAYERS = [
-    ["recbole_gfm", "compat", "artifacts", "significance", "per_user"],  # no recbole_gfm imports but these
+    ["recbole_gfm", "compat", "artifacts", "per_user"],  # no recbole_gfm imports but these
     ["config"],
     ["data", "protocol"],
     ["encoders"],  # the foundation networks, plain torch
@@ -21,7 +21,7 @@ LAYERS = [
     ["model"],
     ["trainer", "evaluation", "resume"],
     ["quick_start"],  # the run: config -> data -> foundation -> model -> trainer
-    ["cli", "benchmark", "inference", "search", "leaderboard", "board"],
+    ["cli", "bench", "inference"],
 ]
 PACKAGE = os.path.dirname(recbole_gfm.__file__)
 

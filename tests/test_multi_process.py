@@ -21,7 +21,7 @@ from recbole.utils import init_seed
 
 from conftest import quick_overrides, typed_overrides
 from recbole_gfm.config import Config, ConfigError
-from recbole_gfm.benchmark import run_benchmark
+from recbole_gfm.bench.runner import run_benchmark
 from recbole_gfm.evaluation import evaluate_full
 from recbole_gfm.inference import Recommender
 from recbole_gfm.protocol import data_preparation

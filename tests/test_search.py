@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -13,10 +14,11 @@ import pytest
 from test_benchmark import RUN, typed_data, write_bench  # noqa: F401  (typed_data is a fixture)
 
 import recbole_gfm.quick_start as quick_start
-from recbole_gfm.artifacts import read_json
-from recbole_gfm.benchmark import BenchmarkError, _job, child_main, load_benchmark, run_benchmark
-from recbole_gfm.artifacts import fingerprint
-from recbole_gfm.search import (
+from recbole_gfm.artifacts import fingerprint, read_json
+from recbole_gfm.bench.child import child_main
+from recbole_gfm.bench.runner import new_run, run_benchmark, trial_job_of
+from recbole_gfm.bench.spec import BenchmarkError, load_benchmark
+from recbole_gfm.bench.search import (
     Pruning, SearchError, choose, load_trials, parse_search, propose, pruning_job, run_search, study_fingerprint,
     trial_job, trial_path,
 )  # fmt: skip
@@ -101,12 +103,9 @@ def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data,
     ran = []
 
     def in_process(number, params, out, previous):  # what the benchmark's child process does, here in this process
-        from recbole_gfm.benchmark import tuned_row
-
         ran.append(number)
         assert [t["number"] for t in previous] == list(range(number)), "run_search hands over the trials before"
-        job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False, threads=None)
-        child_main({**job, "trial": trial_job(bench.search, row.label, row.search_metric, row.study, number, params)})
+        child_main(trial_job_of(new_run(bench), row, number, params, out, previous=[]))
 
     result = run_search(bench.search, "BPR", "typed", row.search_metric, row.study, bench.output_dir, in_process)
     assert len(result.trials) == 3 and [t["number"] for t in result.trials] == [0, 1, 2]
@@ -125,7 +124,7 @@ def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data,
         f.truncate(50)
     warnings, ran[:] = [], []
     again = run_search(bench.search, "BPR", "typed", row.search_metric, row.study, bench.output_dir, in_process, warn=warnings.append)
-    assert ran == [1] and len(warnings) == 1 and second in warnings[0] and os.path.isfile(second + ".corrupt")
+    assert ran == [1] and len(warnings) == 1 and second in warnings[0] and glob.glob(second + ".corrupt-*")
     assert [(t["params"], t["value"]) for t in again.trials] == [(t["params"], t["value"]) for t in result.trials]
 
 
@@ -211,7 +210,6 @@ def test_a_pruned_trial_is_stored_with_its_curve_counted_in_the_budget_and_never
     bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, max_epochs=3, search=section))
     (row,) = bench.rows
     from recbole_gfm.artifacts import write_json
-    from recbole_gfm.benchmark import tuned_row
 
     # trial 1, stored as finished with a validation curve no real run reaches (1.0 at every epoch)
     params = propose(bench.search, "BPR", row.search_metric, [])
@@ -222,10 +220,7 @@ def test_a_pruned_trial_is_stored_with_its_curve_counted_in_the_budget_and_never
     write_json(trial_path(bench.output_dir, "BPR", "typed", 0, row.study), unbeatable)
 
     def in_process(number, params, out, previous):  # the benchmark's run_trial, in this process
-        job = _job(bench, tuned_row(bench, row, params), bench.search.seed, out, evaluate_test=False, threads=None)
-        job["trial"] = trial_job(bench.search, row.label, row.search_metric, row.study, number, params)
-        job["pruning"] = pruning_job(bench.search, row.search_metric, previous)
-        child_main(job)
+        child_main(trial_job_of(new_run(bench), row, number, params, out, previous))
 
     result = run_search(bench.search, "BPR", "typed", row.search_metric, row.study, bench.output_dir, in_process)
     first, second = result.trials

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from recbole_gfm.significance import AlignmentError, caption, compare, holm, markers
+from recbole_gfm.bench.significance import AlignmentError, caption, compare, holm, markers
 
 USERS = [f"u{i}" for i in range(40)]
 

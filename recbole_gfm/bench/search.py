@@ -1,6 +1,6 @@
 """Budget-matched hyper-parameter search for benchmark rows: Optuna's TPE, validation split only.
 
-A benchmark file's ``search:`` section (:mod:`recbole_gfm.benchmark`) gives every row that has a
+A benchmark file's ``search:`` section (:mod:`recbole_gfm.bench.spec`) gives every row that has a
 space the same number of trials. A trial is one run with the trial's settings and the search seed,
 scored on the VALIDATION split (``quick_start.run(evaluate_test=False)``: the test split is never
 evaluated during a search): its value is ``metric`` in the validation result of its best epoch.
@@ -10,8 +10,8 @@ split once each.
 Resumable per trial. Each finished trial is stored atomically (:func:`recbole_gfm.artifacts.write_json`)
 as ``<output_dir>/search/<label>__<dataset>__trial<k>__<study>.json`` (k from 1), where ``study`` is the
 fingerprint of everything that decides the trials: the row's resolved settings except the searched
-keys, the data, the code and package versions, the search seed, the space, the metric and the
-sampler's settings. Trial ``k``'s settings are a pure function of the stored trials ``0..k-1``: a
+keys, the data, the search seed, the space, the metric and the sampler's settings (each trial
+records the code it ran with, as a cell does: :mod:`recbole_gfm.bench.record`). Trial ``k``'s settings are a pure function of the stored trials ``0..k-1``: a
 fresh in-memory study gets them back (``study.add_trial``) and a TPE sampler seeded with
 ``(seed, k)`` proposes trial ``k`` (``study.ask``). So a resumed search (after kill -9) re-adds the
 finished trials, runs only the missing ones and proposes exactly what an uninterrupted search would
@@ -51,7 +51,7 @@ from optuna.distributions import (
 )  # fmt: skip
 from optuna.trial import TrialState
 
-from recbole_gfm.artifacts import CorruptArtifactError, fingerprint, read_json
+from recbole_gfm.artifacts import CorruptArtifactError, fingerprint, move_aside, read_json
 from recbole_gfm.config import ConfigError
 
 KINDS = ("choice", "uniform", "loguniform", "int")
@@ -223,7 +223,7 @@ def direction(metric: str) -> str:
 
 
 def study_fingerprint(spec: SearchSpec, label: str, base: str, metric: str) -> str:
-    """What decides a row's trials: ``base`` (the row's settings but the searched keys, data, code),
+    """What decides a row's trials: ``base`` (the row's settings but the searched keys, and the data),
     the seed, the space, the metric, the sampler's and the pruner's settings. The budget is not in it."""
     space = {key: distribution_to_json(d) for key, d in spec.spaces[label].items()}
     pruning = (spec.pruner, spec.prune_warmup) if spec.pruner else ()  # a search without one keeps its old studies
@@ -233,13 +233,6 @@ def study_fingerprint(spec: SearchSpec, label: str, base: str, metric: str) -> s
 def trial_path(output_dir: str, label: str, dataset: str, number: int, study: str) -> str:
     """Trial ``number`` (Optuna's, from 0) is stored and shown as trial ``number + 1``."""
     return os.path.join(output_dir, "search", f"{label}__{dataset}__trial{number + 1}__{study}.json")
-
-
-def quarantine(path: str) -> str:
-    """Move a damaged file aside (``<path>.corrupt``), so it is neither read again nor lost; return the new name."""
-    target = f"{path}.corrupt"
-    os.replace(path, target)
-    return target
 
 
 def load_trials(output_dir: str, label: str, dataset: str, study: str, warn: Callable[[str], None]) -> list[dict]:
@@ -337,7 +330,7 @@ def trial_record(label: str, metric: str, study: str, number: int, params: dict[
         "intermediate": {str(epoch): score for epoch, score in (curve or {}).items()},
         "run": None if record is None else {
             key: record.get(key) for key in (
-                "seed", "best_valid_result", "best_epoch", "epochs_trained", "stopped_early", "train_time_s",
+                "seed", "best_valid_result", "best_epoch", "epochs_trained", "stopped_early", "train_time_s", "wall_time_s",
             )  # fmt: skip
         },
     }
@@ -393,7 +386,7 @@ def _stored(path: str, warn: Callable[[str], None]) -> dict | None:
     try:
         return read_json(path)
     except CorruptArtifactError as e:
-        warn(f"{e}; moved aside to {quarantine(path)}, the trial runs again.")
+        warn(f"{e}; moved aside to {move_aside(path)}, the trial runs again.")
         return None
 
 

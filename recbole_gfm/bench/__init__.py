@@ -1,0 +1,1 @@
+"""The benchmark: files, child processes, cells and trials, searches, boards of record, reports."""

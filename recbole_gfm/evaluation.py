@@ -15,14 +15,16 @@ split), every top-k metric also for each group: ``hit@10[users=new]``, ``hit@10[
 with case counts ``users=new`` / ``users=returning``. Under user-grouped splits (rs811, loo) every
 evaluated user is returning and no such key is added.
 
-**Warm and cold items.** When some test interaction goes to an item without train interactions
-(common under a global temporal cut: new items), every top-k metric also over the warm items' and
-over the cold items' interactions: ``hit@10[items=warm]`` ranks the catalogue for the cases with a
-warm positive, with that case's cold positives left out of the ranking (masked, so they are neither
-hits nor misses), and the same the other way for ``hit@10[items=cold]``; case counts ``items=warm``
-/ ``items=cold``.
+**Items by their history.** Every test interaction is bucketed by its item's number of train
+interactions (users who had it in train): ``items=cold`` (none: items the model never saw, new
+items under a global temporal cut, the held-out items of item cold start), ``items=1-4``,
+``items=5-19``, ``items=20+``, and ``items=warm`` (1 or more). Every top-k metric is also given per bucket:
+``hit@10[items=1-4]`` ranks the catalogue for the cases with a positive in the bucket, with that
+case's other positives left out of the ranking (masked, so they are neither hits nor misses); case
+counts ``items=1-4`` ... A bucket that holds every positive (it would repeat the overall value) or
+none is left out.
 
-The group keys also get per-user vectors (``ndcg@10[users=returning]``, ``ndcg@10[items=warm]``
+The group keys also get per-user vectors (``ndcg@10[users=returning]``, ``ndcg@10[items=cold]``
 ...), aligned with the users and NaN for the cases outside the group, so that significance tests
 can be run on a group.
 
@@ -52,6 +54,12 @@ from recbole.evaluator.collector import DataStruct
 from recbole.evaluator.register import metrics_dict
 from recbole.utils import FeatureType, set_color
 from tqdm import tqdm
+
+
+# Items by their number of train interactions: (key, at least, at most), see the module doc.
+ITEM_GROUPS = (
+    ("items=cold", 0, 0), ("items=1-4", 1, 4), ("items=5-19", 5, 19), ("items=20+", 20, 2**62), ("items=warm", 1, 2**62),
+)  # fmt: skip
 
 
 class EvalResult(NamedTuple):
@@ -190,8 +198,9 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
     row_users: list[torch.Tensor] = []
     train = train_matrix(train_data, eval_data)
     by_type = _TypeRows(types, train, trainer.device, maxk) if types is not None else None
-    warm_item = torch.from_numpy(train.getnnz(axis=0) > 0).to(trainer.device)  # items with a train interaction
-    by_item: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"items=warm": [], "items=cold": []}
+    history = torch.from_numpy(train.getnnz(axis=0)).to(trainer.device)  # each item's train interactions
+    by_item: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {label: [] for label, _, _ in ITEM_GROUPS}
+    positives = {label: 0 for label, _, _ in ITEM_GROUPS}
     seen_rows = 0
 
     batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Full eval", "pink")) if show_progress else eval_data
@@ -201,9 +210,11 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
         row_users.append(interaction[uid_field].cpu())
         if by_type is not None:
             by_type.collect(scores, row_users[-1], pos_u, pos_i)
-        warm = warm_item[pos_i]
-        for label, selected in (("items=warm", warm), ("items=cold", ~warm)):
-            if bool(selected.any()):
+        counts = history[pos_i]
+        for label, low, high in ITEM_GROUPS:
+            selected = (counts >= low) & (counts <= high)
+            positives[label] += int(selected.sum())
+            if bool(selected.any()) and not bool(selected.all()):
                 by_item[label].append(_item_group_rows(scores, pos_u, pos_i, selected, maxk, seen_rows))
         seen_rows += len(row_users[-1])
 
@@ -225,8 +236,9 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
             old = torch.from_numpy(returning)
             for label, mask in (("users=new", ~old), ("users=returning", old)):
                 groups[label] = (np.flatnonzero(mask.numpy()), struct.get("rec.topk")[mask])
-        if by_item["items=cold"] and by_item["items=warm"]:
-            for label, parts in by_item.items():
+        n_positives = int(struct.get("rec.topk")[:, -1].sum())
+        for label, parts in by_item.items():  # a bucket with every positive would repeat the overall value
+            if parts and positives[label] < n_positives:
                 groups[label] = (torch.cat([i for i, _ in parts]).numpy(), torch.cat([r for _, r in parts]))
         for label, (index, rows) in groups.items():
             cases[label] = len(index)

@@ -51,6 +51,7 @@ from recbole.trainer import Trainer
 from recbole.utils import ModelType
 
 from recbole_gfm.config import PROPERTIES_DIR, ConfigError
+from recbole_gfm.scenarios import use_scenarios
 
 PROTOCOL_DIR = os.path.join(PROPERTIES_DIR, "protocol")
 
@@ -227,11 +228,13 @@ def use_time_cuts(config, dataset) -> list[float] | None:
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation``, with the global temporal split fixed (see the module doc)."""
+    """RecBole's ``data_preparation``, with the global temporal split fixed (see the module doc) and the
+    cold-start scenarios applied (:mod:`recbole_gfm.scenarios`)."""
     interactions = None
     if is_global_time_split(config) and dataset.time_field in dataset.inter_feat:
         interactions = dataset.inter_feat[[dataset.uid_field, dataset.iid_field, dataset.time_field]].copy()
     cut_times = use_time_cuts(config, dataset)
+    use_scenarios(config, dataset)
     train, valid, test = recbole_data_preparation(config, dataset)
     if cut_times and config["MODEL_TYPE"] == ModelType.SEQUENTIAL and isinstance(test, FullSortEvalDataLoader):
         bounds = [*cut_times, math.inf]

@@ -25,9 +25,10 @@ def test_one_epoch_run_saves_reloads_and_evaluates(model, ml100k_slice, workdir)
     for split in ("best_valid_result", "test_result"):
         base = {"recall@10", "mrr@10", "ndcg@10", "hit@10", "precision@10"}
         assert base <= set(record[split])
-        # beyond the metrics themselves only group keys of them: items=warm / items=cold on this slice
+        # beyond the metrics themselves only group keys of them: items by their train history on this slice
         assert {key.split("[")[0] for key in record[split]} == base
-        assert {key.split("[", 1)[1] for key in record[split] if "[" in key} <= {"items=warm]", "items=cold]"}
+        buckets = {"items=warm]", "items=cold]", "items=1-4]", "items=5-19]", "items=20+]"}
+        assert {key.split("[", 1)[1] for key in record[split] if "[" in key} <= buckets
         assert all(math.isfinite(v) and 0 <= v <= 1 for v in record[split].values())
     assert record["test_result"]["hit@10"] > 0, "a trained model should hit something among 80 users"
 

@@ -120,7 +120,8 @@ def test_warm_and_cold_users_are_split_by_train_interactions_of_the_type(tiny):
     # A: u3 has no train A item (its a3 is in valid, which does not count) -> cold; u1, u2 warm.
     # B: u2 has no train B item (b1 only in valid) -> cold; u1, u3 warm.
     assert cases == {"all": 3, "type=A": 3, "type=A,warm": 2, "type=A,cold": 1,
-                     "type=B": 3, "type=B,warm": 2, "type=B,cold": 1, "items=warm": 2, "items=cold": 2}
+                     "type=B": 3, "type=B,warm": 2, "type=B,cold": 1, "items=warm": 2, "items=cold": 2,
+                     "items=1-4": 2}  # every warm item has one train interaction
     assert metrics["hit@1[type=A,cold]"] == 1.0 and metrics["mrr@2[type=A,warm]"] == 0.75
     assert metrics["ndcg@2[type=A,warm]"] == pytest.approx((1 + 1 / math.log2(3)) / 2, abs=1e-4)
     assert metrics["hit@1[type=B,cold]"] == 0.0 and metrics["mrr@2[type=B,cold]"] == 0.5
@@ -238,3 +239,26 @@ def test_warm_and_cold_item_groups_match_a_hand_computed_example(tiny):
     vectors = result.per_user["metrics"]
     assert np.array_equal(vectors["hit@1[items=warm]"], [1, np.nan, 1], equal_nan=True)
     assert np.array_equal(vectors["mrr@2[items=cold]"], [np.nan, 0.5, 0], equal_nan=True)
+
+
+def test_item_history_buckets_match_a_hand_computed_example(tmp_path):
+    # train interactions per item: a1 5 (bucket 5-19), b1 2 and a2 1 (1-4), a3 b2 b3 none (cold)
+    split = {
+        "train": [(f"u{u}", "a1") for u in range(1, 6)] + [("u6", "a2"), ("u5", "b1"), ("u4", "b1")],
+        "valid": [("u1", "b2")],
+        "test": [("u6", "a1"), ("u6", "a3"), ("u1", "a2"), ("u2", "b3")],
+    }
+    result = evaluate_tiny(write_tiny(tmp_path, split), per_user=True)
+    # ranked a1 > a2 > a3 > b1 > b2 > b3, train and valid items masked:
+    # u6 [a1 a3 b1 ...]: a1 first (a3 masked in 5-19), a3 first (a1 masked in cold);
+    # u1 [a2 a3 b1 b3]: a2 first (1-4); u2 [a2 a3 b1 b2 b3]: b3 fifth (cold: hit@1 0, mrr@2 0)
+    assert {k: v for k, v in result.cases.items() if k.startswith("items=")} == {
+        "items=cold": 2, "items=1-4": 1, "items=5-19": 1, "items=warm": 2,
+    }  # no item has 20+: no such key
+    m = result.metrics
+    assert m["hit@1[items=5-19]"] == 1.0 and m["hit@1[items=1-4]"] == 1.0 and m["hit@1[items=warm]"] == 1.0
+    assert m["hit@1[items=cold]"] == 0.5 and m["mrr@2[items=cold]"] == 0.5
+    assert not any("items=20+" in k for k in m)
+    users = result.per_user["users"].tolist()
+    cold = dict(zip(users, result.per_user["metrics"]["hit@1[items=cold]"].tolist()))
+    assert cold["u6"] == 1.0 and cold["u2"] == 0.0 and math.isnan(cold["u1"])

@@ -15,7 +15,7 @@ import recbole_gfm
 LAYERS = [
     ["recbole_gfm", "compat", "artifacts", "per_user"],  # no recbole_gfm imports but these
     ["config"],
-    ["data", "protocol"],
+    ["data", "protocol", "scenarios"],
     ["encoders"],  # the foundation networks, plain torch
     ["foundation"],  # the artifact store
     ["model"],

@@ -8,8 +8,8 @@ a killed run loses nothing finished, and a damaged cell is named, moved aside an
 whose code has changed since its cells ran is stale: reported, and re-run only when asked
 (``rerun_stale``), or by itself on a plain benchmark file (unpublished results).
 
-Every row of a board is scored on the same cases: the first cell of a dataset fixes the board's
-evaluation split (:func:`recbole_gfm.protocol.split_fingerprint`), and a row whose split differs is
+Every row of a board is scored on the same cases: the first cell of a dataset and seed fixes the
+board's evaluation split (:func:`recbole_gfm.protocol.split_fingerprint`), and a row whose split differs is
 refused before it trains. ``add_row`` adds rows to a board of record (``--add-row``): the new rows'
 file is copied into the board's ``rows/``, only they run (their search first where the board is
 tuned, with its budget), on the board's data and split, and the report tests them against the
@@ -62,13 +62,13 @@ class _Run:
     children: Children
     budget: Budget
     commit: dict[str, Any]
-    expected_split: dict[str, str]  # dataset: the board's evaluation split
+    expected_split: dict[tuple[str, int], str]  # (dataset, seed): the board's evaluation split (a random split depends on the seed)
     estimates: dict[str, list[float]]  # row label: wall seconds of its finished cells
     refused: set[str]  # rows whose split the board refused
     rerun: set[str]  # stale rows run again: their stale cells are replaced
 
 
-def new_run(bench: Benchmark, budget: Budget | None = None, rows=(), expected_split: dict[str, str] | None = None) -> _Run:
+def new_run(bench: Benchmark, budget: Budget | None = None, rows=(), expected_split: dict | None = None) -> _Run:
     """A run of ``bench`` (its children, budget, commit); ``rows``: its board rows, whose cells give the time estimates."""
     estimates = {row.label: [r["wall_time_s"] for r in row.records if r.get("wall_time_s")] for row in rows}
     return _Run(bench, Children(), budget or Budget(None), git_state(), dict(expected_split or {}), estimates, set(), set())
@@ -204,13 +204,13 @@ def _selected(bench: Benchmark, only: list[str] | None, add_row: str | None) -> 
     return labels
 
 
-def _evaluation_splits(stored) -> dict[str, str]:
-    """Per dataset, the evaluation split of the board's finished cells (the most common, if they disagree)."""
-    by_dataset: dict[str, Counter] = {}
+def _evaluation_splits(stored) -> dict[tuple[str, int], str]:
+    """Per dataset and seed, the evaluation split of the board's finished cells (the most common, if they disagree)."""
+    found: dict[tuple[str, int], Counter] = {}
     for cell in stored:
         if cell.record.get("evaluation_split"):
-            by_dataset.setdefault(cell.record["dataset"], Counter())[cell.record["evaluation_split"]] += 1
-    return {dataset: counts.most_common(1)[0][0] for dataset, counts in by_dataset.items()}
+            found.setdefault((cell.record["dataset"], cell.record["seed"]), Counter())[cell.record["evaluation_split"]] += 1
+    return {key: counts.most_common(1)[0][0] for key, counts in found.items()}
 
 
 def _check_added(bench: Benchmark, stored, labels: list[str]) -> None:
@@ -322,7 +322,7 @@ def _job(run: _Run, row: Row, seed: int, out: str, checkpoint_dir: str, evaluate
         evaluate_test=evaluate_test,
         threads=threads,
         meta={"commit": run.commit},
-        expected_split=run.expected_split.get(row.dataset) if evaluate_test else None,  # a trial never reads the test split
+        expected_split=run.expected_split.get((row.dataset, seed)) if evaluate_test else None,  # a trial never reads the test split
     )
 
 
@@ -396,7 +396,7 @@ def _run_or_skip(run: _Run, counter: str, cell: Cell) -> str:
         return "failed"
     record = read_cell(out)
     run.estimates.setdefault(cell.label, []).append(record["wall_time_s"])
-    run.expected_split.setdefault(cell.dataset, record["evaluation_split"])
+    run.expected_split.setdefault((cell.dataset, cell.seed), record["evaluation_split"])
     name = (bench.columns or list(record["test_result"]) or ["no metric"])[0]
     print(
         f"{head}: {seconds:.1f} s (train {record['train_time_s']:.1f} s, eval {record['eval_time_s']:.1f} s), "

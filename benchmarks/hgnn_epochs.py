@@ -34,8 +34,8 @@ def run_case(dataset: str, balanced: bool, exclude: bool, epochs: int, threads: 
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.protocol import data_preparation
-    from recbole_gfm.quick_start import create_dataset, training_data
+    from recbole_gfm.data.protocol import data_preparation
+    from recbole_gfm.registry import create_dataset, training_data
 
     settings = {
         **CASES[dataset], "balanced_sampling": balanced, "exclude_target_edges": exclude, "state": "ERROR", "show_progress": False,

@@ -45,9 +45,9 @@ def run_case(dataset: str, protocol: str, exclude: bool, overrides: dict, sample
     from recbole_gfm.data.graph import build_cointeraction_graph
     from recbole_gfm.data.text import item_text_embeddings
     from recbole_gfm.model.hgnn import HGNN
-    from recbole_gfm.protocol import data_preparation, protocol_file
-    from recbole_gfm.quick_start import create_dataset, training_data
-    from recbole_gfm.trainer import HGNNTrainer
+    from recbole_gfm.data.protocol import data_preparation, protocol_file
+    from recbole_gfm.registry import create_dataset, training_data
+    from recbole_gfm.foundation.trainer import HGNNTrainer
 
     settings = {"state": "WARNING", "show_progress": False, **overrides, "exclude_target_edges": exclude}
     config = Config("HGNN", dataset, [protocol_file(protocol)], settings)

@@ -234,12 +234,12 @@ def measure(case: dict, local_rank: int | None = None, plan=None) -> dict:
     from recbole_gfm.config import Config
     from recbole_gfm.data.graph import build_cointeraction_graph
     from recbole_gfm.data.text import encode_texts
-    from recbole_gfm.foundation import artifact_dir, foundation_config, is_complete, save_foundation
-    from recbole_gfm.protocol import data_preparation
+    from recbole_gfm.foundation.store import artifact_dir, foundation_config, is_complete, save_foundation
+    from recbole_gfm.data.protocol import data_preparation
     from recbole_gfm.quick_start import (
         create_dataset, get_trainer, prepare_foundation, rank0_first, single_process_view, training_data,
     )  # fmt: skip
-    from recbole_gfm.trainer import foundation_checkpoint
+    from recbole_gfm.foundation.trainer import foundation_checkpoint
 
     row: dict = {}
     foundation_row = case["model"] == FOUNDATION

@@ -27,8 +27,8 @@ def train_split(model: str, args, settings: dict):
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.protocol import data_preparation, protocol_file
-    from recbole_gfm.quick_start import create_dataset
+    from recbole_gfm.data.protocol import data_preparation, protocol_file
+    from recbole_gfm.registry import create_dataset
 
     config = Config(model, args.dataset, [protocol_file(args.protocol)], {**settings, "show_progress": False, "state": "WARNING"})
     init_seed(config["seed"], config["reproducibility"])

@@ -40,7 +40,7 @@ def main() -> None:
     import yaml
 
     import recbole_gfm  # noqa: F401
-    from recbole_gfm.protocol import protocol_file
+    from recbole_gfm.data.protocol import protocol_file
     from recbole_gfm.quick_start import run
 
     shared = {"seed": args.seed, "state": "WARNING", "show_progress": False, "results_dir": "", "eval_batch_size": 2809500}

@@ -46,8 +46,8 @@ def temporal_split(dataset: str, settings: dict):
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.protocol import data_preparation, protocol_file
-    from recbole_gfm.quick_start import create_dataset
+    from recbole_gfm.data.protocol import data_preparation, protocol_file
+    from recbole_gfm.registry import create_dataset
 
     config = Config("HGNN", dataset, [protocol_file("temporal")], {**settings, **HGNN_ROW})
     init_seed(config["seed"], True)
@@ -57,7 +57,7 @@ def temporal_split(dataset: str, settings: dict):
 
 def save_vectors(config, data, vectors: torch.Tensor, model: torch.nn.Module, cache_dir: str, extra: dict) -> str:
     """An artifact GFM can read through ``foundation_path``, in ``cache_dir`` (not the package's cache)."""
-    from recbole_gfm.foundation import save_foundation
+    from recbole_gfm.foundation.store import save_foundation
 
     package_cache, config["cache_dir"] = config["cache_dir"], cache_dir
     try:
@@ -89,8 +89,8 @@ def lightgcn_vectors(config, data, settings: dict, cache_dir: str) -> tuple[str,
     from recbole.model.general_recommender import LightGCN
 
     from recbole_gfm.config import Config
-    from recbole_gfm.foundation import item_tokens
-    from recbole_gfm.protocol import data_preparation, protocol_file
+    from recbole_gfm.foundation.store import item_tokens
+    from recbole_gfm.data.protocol import data_preparation, protocol_file
     from recbole_gfm.quick_start import create_dataset, run
 
     config_files, lightgcn_settings = [protocol_file("temporal")], {**settings, **BOARD, **LIGHTGCN_ROW}
@@ -121,7 +121,7 @@ def popularity_signal(config, data, test_data, paths: dict[str, str]) -> tuple[f
     from scipy.stats import spearmanr
 
     from recbole_gfm.data.text import item_text_embeddings
-    from recbole_gfm.foundation import load_foundation
+    from recbole_gfm.foundation.store import load_foundation
 
     item = data.iid_field
     train_count = torch.bincount(data.inter_feat[item], minlength=data.item_num).double()
@@ -161,8 +161,8 @@ def main() -> None:
     from graph_and_text import machine
 
     from recbole_gfm.config import Config
-    from recbole_gfm.foundation import ensure_foundation
-    from recbole_gfm.protocol import protocol_file
+    from recbole_gfm.foundation.store import ensure_foundation
+    from recbole_gfm.data.protocol import protocol_file
     from recbole_gfm.quick_start import run
 
     settings = {"seed": args.seed, "results_dir": "", "checkpoint_dir": os.path.join(args.cache_dir, "saved")}

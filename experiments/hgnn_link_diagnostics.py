@@ -104,7 +104,7 @@ def diagnose(dataset: str, steps: int, overrides: dict, encoder: str = "hgnn") -
     from recbole_gfm.config import Config
     from recbole_gfm.model.hgnn import HGNN
     from recbole_gfm.model.llmknn import LLMKNN
-    from recbole_gfm.protocol import data_preparation, protocol_file
+    from recbole_gfm.data.protocol import data_preparation, protocol_file
     from recbole_gfm.quick_start import create_dataset, get_trainer
 
     settings = {"state": "ERROR", "show_progress": False, "checkpoint_dir": "/tmp/hgnn_link_diagnostics"}

@@ -21,7 +21,7 @@ lives, by kind of file:
   over the whole file (:func:`write_sidecar` / :func:`verify_sidecar`), checked before ``torch.load``
   unpickles a byte of it; ``sha256sum -c`` checks it too, and the ``.pth`` stays a plain torch file.
 - per-user vectors (``.npz``): a ``sha256`` member over the other members
-  (:mod:`recbole_gfm.per_user`).
+  (:mod:`recbole_gfm.run.per_user`).
 
 What a failed check leads to is the reader's choice: a cache (text embeddings, foundation artifact)
 is named in one warning and rebuilt; a result or checkpoint is an error saying what to do.

@@ -58,7 +58,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from recbole_gfm.protocol import protocol_file
+    from recbole_gfm.data.protocol import protocol_file
     from recbole_gfm.quick_start import run
 
     config_files = args.config_files.split() if args.config_files else []

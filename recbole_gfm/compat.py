@@ -6,11 +6,15 @@ future RecBole release that mends the problem is left alone) and records its nam
 ``pandas<3``: under copy-on-write RecBole's chained ``fillna(inplace=True)`` silently does
 nothing, and the places it happens are in the middle of long loader methods.
 
-Checkpoints: the plugin's ``Trainer._save_checkpoint`` writes plain data (torch >= 2.6 loads it
-with ``weights_only=True``) atomically, with its sha256 in a sidecar ``<file>.sha256``, and RecBole's
-``Trainer.evaluate(load_best_model=True)`` / ``resume_checkpoint`` check that hash before
-``torch.load`` reads the file (:func:`verify_checkpoint`); :func:`load_checkpoint` does the same for
-the plugin's own readers. On torch < 2.6 RecBole's own writer is kept, and its checkpoints unchecked.
+Checkpoints: RecBole's ``Trainer._save_checkpoint`` writes plain data (torch >= 2.6 loads it with
+``weights_only=True``) atomically, with its sha256 in a sidecar ``<file>.sha256``
+(:mod:`recbole_gfm.checkpoint`), and ``Trainer.evaluate(load_best_model=True)`` /
+``resume_checkpoint`` check that hash before ``torch.load`` reads the file. On torch < 2.6
+RecBole's own writer is kept, and its checkpoints unchecked.
+
+Scores a loader gives itself: ``Trainer._full_sort_batch_eval`` overwrites the rows a batch flags
+with the scores it carries (the temporal protocol's popularity fallback for sequential models,
+:class:`recbole_gfm.data.protocol.FallbackBatch`); other batches pass through untouched.
 
 Multi-process runs (RecBole's ``nproc`` / ``world_size`` / ``ip`` / ``port`` / ``offset``; the plugin's
 launcher is :func:`recbole_gfm.quick_start.run`): RecBole 1.2.1 asks for nccl and ``cuda:local_rank``
@@ -44,8 +48,6 @@ batch (and counts sampled negatives), so its scores depend on batch size and see
 from __future__ import annotations
 
 import inspect
-import io
-import numbers
 import os
 import warnings
 from contextlib import contextmanager
@@ -58,7 +60,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from recbole_gfm.artifacts import atomic_write, content_hash, verify_sidecar, write_sidecar
+from recbole_gfm.checkpoint import decode_other_parameter, encode_other_parameter, save_checkpoint, to_plain, verify_checkpoint
 
 APPLIED: list[str] = []
 _done = False
@@ -101,62 +103,6 @@ def _weights_only_default() -> bool:
     return torch.torch_version.TorchVersion(torch.__version__) >= "2.6"
 
 
-def to_plain(value: Any) -> Any:
-    """Recursively turn a value into data ``torch.load(weights_only=True)`` accepts.
-
-    Config objects become dicts, enums and devices their names, numpy scalars Python numbers.
-    """
-    if isinstance(value, np.generic):  # before float: np.float64 subclasses float
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
-        return value
-    if isinstance(value, numbers.Number):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [to_plain(v) for v in value]
-    if hasattr(value, "final_config_dict"):  # recbole Config
-        return to_plain(value.final_config_dict)
-    return str(value)
-
-
-_ARRAY = "__numpy_array__"
-_SPARSE = "__scipy_sparse__"
-
-
-def encode_other_parameter(value: Any) -> Any:
-    """Model extras (numpy arrays, scipy sparse matrices: ItemKNN, EASE ...) as tensors and plain data."""
-    if isinstance(value, np.ndarray):
-        return {_ARRAY: torch.from_numpy(np.ascontiguousarray(value))}
-    if sp.issparse(value):
-        csr = sp.csr_matrix(value)
-        return {
-            _SPARSE: value.format,
-            "data": torch.from_numpy(csr.data),
-            "indices": torch.from_numpy(csr.indices),
-            "indptr": torch.from_numpy(csr.indptr),
-            "shape": list(csr.shape),
-        }
-    if isinstance(value, dict):
-        return {k: encode_other_parameter(v) for k, v in value.items()}
-    return to_plain(value)
-
-
-def decode_other_parameter(value: Any) -> Any:
-    """Inverse of :func:`encode_other_parameter`."""
-    if isinstance(value, dict) and _ARRAY in value:
-        return value[_ARRAY].numpy()
-    if isinstance(value, dict) and _SPARSE in value:
-        csr = sp.csr_matrix(
-            (value["data"].numpy(), value["indices"].numpy(), value["indptr"].numpy()), shape=value["shape"]
-        )
-        return csr.asformat(value[_SPARSE])
-    if isinstance(value, dict):
-        return {k: decode_other_parameter(v) for k, v in value.items()}
-    return value
-
-
 def _load_other_parameter(self, para):
     """AbstractRecommender.load_other_parameter, undoing :func:`encode_other_parameter`."""
     for key, value in (para or {}).items():
@@ -191,40 +137,6 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
-CHECKPOINT_ADVICE = "Train the model again, or restore the file and its .sha256 from a copy."
-
-
-def save_checkpoint(state: dict, path: str) -> None:
-    """``torch.save`` plain-data ``state`` to ``path`` atomically, its sha256 in ``<path>.sha256``.
-
-    The checkpoint is replaced before its hash file: a crash between the two leaves a pair that
-    fails the check (an error), never a damaged checkpoint that passes it.
-    """
-    buffer = io.BytesIO()
-    torch.save(state, buffer)  # default protocol: the weights-only unpickler rejects 4
-    data = buffer.getvalue()
-    with atomic_write(path) as f:
-        f.write(data)
-    write_sidecar(path, content_hash(data))
-
-
-def verify_checkpoint(path: str) -> None:
-    """Check a checkpoint against its ``<path>.sha256`` before anything unpickles it.
-
-    Raises :class:`~recbole_gfm.artifacts.CorruptArtifactError` naming the file and what to do when
-    the file was changed or truncated, or has no hash file; ``FileNotFoundError`` when it is missing.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    verify_sidecar(path, CHECKPOINT_ADVICE)
-
-
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint the plugin wrote, checked (:func:`verify_checkpoint`), then loaded weights-only."""
-    verify_checkpoint(path)
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
 def _evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
     """Trainer.evaluate, the checkpoint it is asked to load checked first."""
     if eval_data and load_best_model:
@@ -236,6 +148,20 @@ def _resume_checkpoint(self, resume_file):
     """Trainer.resume_checkpoint, the checkpoint checked first."""
     verify_checkpoint(str(resume_file))
     return _recbole_resume_checkpoint(self, resume_file)
+
+
+def _full_sort_batch_eval(self, batched_data):
+    """``Trainer._full_sort_batch_eval``, then the scores a batch gives for the rows it flags.
+
+    A loader may score some of its rows itself (``fallback_rows``, ``fallback_scores``: the
+    temporal protocol's sequential loader scores the users without history by popularity,
+    :class:`recbole_gfm.data.protocol.FallbackBatch`); every other batch passes through untouched.
+    """
+    interaction, scores, positive_u, positive_i = _recbole_full_sort_batch_eval(self, batched_data)
+    rows = getattr(batched_data, "fallback_rows", None)
+    if rows is not None and bool(rows.any()):
+        scores[rows.to(scores.device)] = batched_data.fallback_scores.to(scores.device, scores.dtype)
+    return interaction, scores, positive_u, positive_i
 
 
 def _pop_miscounts() -> bool:
@@ -455,12 +381,14 @@ def _get_tensorboard(logger):
 
 _recbole_pop_init = _recbole_evaluate = _recbole_resume_checkpoint = None
 _recbole_init_device = _recbole_loader_init = _evaluate_before_rank0 = _recbole_get_tensorboard = None
+_recbole_full_sort_batch_eval = None
 
 
 def apply() -> None:
     """Apply every fix that this environment still needs (idempotent)."""
     global _done, _recbole_pop_init, _recbole_evaluate, _recbole_resume_checkpoint
     global _recbole_init_device, _recbole_loader_init, _evaluate_before_rank0, _recbole_get_tensorboard
+    global _recbole_full_sort_batch_eval
     if _done:
         return
     from recbole.config import Config
@@ -510,6 +438,8 @@ def apply() -> None:
         _recbole_loader_init, AbstractDataLoader.__init__ = AbstractDataLoader.__init__, _loader_init
         _evaluate_before_rank0, Trainer.evaluate = Trainer.evaluate, _evaluate_on_rank0
         APPLIED.append("distributed-evaluation-exact")
+    _recbole_full_sort_batch_eval, Trainer._full_sort_batch_eval = Trainer._full_sort_batch_eval, _full_sort_batch_eval
+    APPLIED.append("loader-scored-rows")
     if _pop_miscounts():
         from recbole.model.general_recommender import Pop
 

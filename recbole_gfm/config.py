@@ -11,8 +11,6 @@ own defaults):
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 import os
 from functools import lru_cache
 from logging import getLogger
@@ -21,68 +19,15 @@ from typing import Any
 import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
+
+from recbole_gfm.errors import ConfigError  # noqa: F401  (recbole_gfm.config.ConfigError, as users know it)
+from recbole_gfm.registry import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 # RecBole's multi-process keys (its ``run`` sets them; no properties file defines them), and the
 # rank a launcher gives each process (recbole_gfm.quick_start.run).
 MULTI_PROCESS_KEYS = ("nproc", "world_size", "ip", "port", "offset", "local_rank")
-_RECBOLE_MODEL_PACKAGES = [
-    "recbole.model.general_recommender",
-    "recbole.model.sequential_recommender",
-    "recbole.model.context_aware_recommender",
-    "recbole.model.knowledge_aware_recommender",
-    "recbole.model.exlib_recommender",
-]
-
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message says where and how."""
-
-
-def _model_classes(package: str) -> dict[str, type]:
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        if package.endswith("exlib_recommender"):  # needs optional packages (xgboost, lightgbm)
-            return {}
-        raise
-    return {
-        name: obj
-        for name, obj in vars(module).items()
-        if inspect.isclass(obj) and issubclass(obj, AbstractRecommender) and hasattr(obj, "type")
-    }
-
-
-@lru_cache(maxsize=None)
-def plugin_models() -> dict[str, type]:
-    """The models this plugin adds, by name."""
-    return _model_classes("recbole_gfm.model")
-
-
-@lru_cache(maxsize=None)
-def recbole_models() -> dict[str, type]:
-    """RecBole's built-in models, by name."""
-    models: dict[str, type] = {}
-    for package in _RECBOLE_MODEL_PACKAGES:
-        models.update(_model_classes(package))
-    return models
-
-
-def get_model(name: str) -> type:
-    """The model class called ``name``: this plugin's first, RecBole's otherwise."""
-    for registry in (plugin_models(), recbole_models()):
-        if name in registry:
-            return registry[name]
-    known = sorted({**recbole_models(), **plugin_models()})
-    lowered = {k.lower(): k for k in known}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(lowered[c] for c in close)}?" if close else ""
-    raise ConfigError(
-        f"Unknown model '{name}'.{hint} Models of this plugin: {', '.join(sorted(plugin_models()))}; "
-        f"RecBole has {len(recbole_models())} more (e.g. BPR, LightGCN, SASRec)."
-    )
 
 
 def _parse_device(key: str, value: Any) -> torch.device:

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from recbole.utils import init_seed
 
-from recbole_gfm.compat import load_checkpoint
-from recbole_gfm.config import MULTI_PROCESS_KEYS, Config, ConfigError
+from recbole_gfm.checkpoint import load_checkpoint
+from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data.text import encode_texts
-from recbole_gfm.foundation import dataset_fingerprint, embed_new_items, is_complete
+from recbole_gfm.foundation.store import read_cached
 from recbole_gfm.model.gfm import GFM
-from recbole_gfm.protocol import data_preparation
-from recbole_gfm.quick_start import create_dataset, prepare_foundation
+from recbole_gfm.run.launch import without_multi_process_keys
+from recbole_gfm.run.stages import Split, build_model, prepare_data, prepare_foundation
 
 
 class Recommender:
@@ -46,19 +46,21 @@ class Recommender:
         missing artifact is an error that names it and the command that makes it again.
         ``device`` (e.g. ``"cpu"``) overrides the device the run's settings choose.
         """
-        checkpoint, config, train_data, _, _ = rebuild_run(checkpoint_file, device)
+        checkpoint, config, split = rebuild_run(checkpoint_file, device)
         settings = checkpoint["config"]
+        foundation = None
         if settings.get("use_foundation"):
             path = settings.get("foundation_path")
-            if not path or not is_complete(path):
+            foundation = read_cached(path) if path else None
+            if foundation is None:
                 raise ConfigError(
                     f"{checkpoint_file} reads the foundation artifact '{path}', which is missing or incomplete. "
                     f"Make it again (nothing else is trained) with: python run_recbole_gfm.py --prepare_foundation={checkpoint_file}"
                 )
             config["foundation_path"] = path
-        model = GFM(config, train_data.dataset)
+        model = build_model(config, split, foundation, seed=False)
         model.load_state_dict(checkpoint["state_dict"])
-        return cls(model.to(config["device"]), config, train_data.dataset)
+        return cls(model, config, split.train_data.dataset)
 
     def _ids(self, tokens: Sequence[str]) -> torch.Tensor:
         unknown = [t for t in tokens if t not in self.index]
@@ -102,7 +104,7 @@ class Recommender:
         ).to(self.device)
         parts = []
         if self.model.use_foundation:
-            parts.append(embed_new_items(self.model.foundation_path, text))
+            parts.append(self.model.foundation.embed_without_edges(text))
         if self.model.use_text:
             parts.append(F.normalize(text, dim=-1))
         type_ids = torch.tensor([self.types.index(t) for t in item_types], dtype=torch.long, device=self.device)
@@ -112,8 +114,8 @@ class Recommender:
             self.tokens.append(token)
 
 
-def rebuild_run(checkpoint_file: str, device: str | None = None):
-    """(checkpoint, config, train_data, valid_data, test_data) of the run that wrote a GFM checkpoint.
+def rebuild_run(checkpoint_file: str, device: str | None = None) -> tuple[dict, Config, Split]:
+    """(checkpoint, config, split) of the run that wrote a GFM checkpoint.
 
     The split is rebuilt through the plugin's protocol and must be the one recorded at training time.
     """
@@ -122,26 +124,26 @@ def rebuild_run(checkpoint_file: str, device: str | None = None):
     if settings["model"] != "GFM":
         raise ConfigError(f"{checkpoint_file} holds a {settings['model']} model; Recommender serves GFM runs.")
     # served by one process, whatever trained it (a rank's keys would start a process group)
-    overrides = {k: v for k, v in checkpoint["external_config"].items() if k not in MULTI_PROCESS_KEYS}
+    overrides = without_multi_process_keys(checkpoint["external_config"])
     if device is not None:
         overrides["use_gpu"] = device != "cpu"
     config = Config("GFM", settings["dataset"], config_dict=overrides)
     init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    recorded, rebuilt = settings.get("split_fingerprint"), dataset_fingerprint(train_data.dataset)
+    split = prepare_data(config)
+    recorded, rebuilt = settings.get("split_fingerprint"), config["split_fingerprint"]
     if recorded != rebuilt:
         raise ConfigError(
             f"{checkpoint_file} was trained on another train split of '{settings['dataset']}' (fingerprint "
             f"{recorded}, rebuilt now: {rebuilt}): the data files or the split settings changed since. "
             "Serve it with the data it was trained on, or train it again."
         )
-    return checkpoint, config, train_data, valid_data, test_data
+    return checkpoint, config, split
 
 
 def rebuild_foundation(checkpoint_file: str) -> str:
     """Make the foundation artifact a GFM checkpoint reads again, from the run's own split and settings."""
-    checkpoint, config, train_data, valid_data, _ = rebuild_run(checkpoint_file)
-    path = prepare_foundation(config, train_data, valid_data)
+    checkpoint, config, split = rebuild_run(checkpoint_file)
+    path = prepare_foundation(config, split).path
     recorded = checkpoint["config"].get("foundation_path")
     if recorded and os.path.normpath(path) != os.path.normpath(recorded):
         raise ConfigError(

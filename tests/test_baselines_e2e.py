@@ -14,7 +14,8 @@ from recbole.utils import init_seed
 from conftest import quick_overrides
 from recbole_gfm.cli import main
 from recbole_gfm.config import Config
-from recbole_gfm.quick_start import create_dataset, get_trainer, run
+from recbole_gfm.quick_start import run
+from recbole_gfm.registry import create_dataset, get_trainer
 
 BASELINES = ["Pop", "ItemKNN", "BPR", "LightGCN", "NGCF", "SASRec", "GRU4Rec"]
 

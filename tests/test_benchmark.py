@@ -19,7 +19,7 @@ from recbole_gfm.bench.process import cell_threads
 from recbole_gfm.bench.rows import summarise
 from recbole_gfm.bench.runner import run_benchmark
 from recbole_gfm.bench.spec import BenchmarkError, load_benchmark
-from recbole_gfm.per_user import load_per_user
+from recbole_gfm.run.per_user import load_per_user
 
 RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_gfm.py")
 BENCHMARKS = os.path.join(os.path.dirname(RUN), "recbole_gfm", "properties", "benchmark")
@@ -359,7 +359,7 @@ def test_a_cell_that_did_not_finish_says_what_a_re_run_does(typed_data, tmp_path
 
     def run_child(job, log_path, show):
         os.makedirs(job.config_dict["checkpoint_dir"], exist_ok=True)
-        if snapshot:  # what recbole_gfm.resume leaves after a validation
+        if snapshot:  # what recbole_gfm.run.resume leaves after a validation
             open(os.path.join(job.config_dict["checkpoint_dir"], "BPR-resume-0123.pth"), "wb").close()
         return code
 

@@ -23,7 +23,7 @@ from recbole_gfm.artifacts import read_json, write_json
 from recbole_gfm.bench import runner
 from recbole_gfm.bench.cells import per_user_path
 from recbole_gfm.bench.spec import BenchmarkError
-from recbole_gfm.per_user import load_per_user
+from recbole_gfm.run.per_user import load_per_user
 
 pytestmark = pytest.mark.e2e
 
@@ -169,22 +169,22 @@ def test_a_row_whose_code_changed_is_stale_not_extended_and_re_run_only_when_ask
     bpr = [p for p in glob.glob(os.path.join(board, "cells", "BPR__*.json"))]
     for path in bpr:
         record = read_json(path)
-        record["code"]["modules"]["recbole_gfm.evaluation"] = "0" * 16
+        record["code"]["modules"]["recbole_gfm.run.evaluation"] = "0" * 16
         write_json(path, record)
     os.unlink(bpr[0])  # and one seed is missing: a stale row is not extended with today's code
     capsys.readouterr()
     assert runner.run_benchmark(board) == 0
     out = capsys.readouterr().out
-    assert "BPR on typed: stale (recbole_gfm.evaluation changed); not run: --rerun-stale re-runs it whole" in out
+    assert "BPR on typed: stale (recbole_gfm.run.evaluation changed); not run: --rerun-stale re-runs it whole" in out
     assert len(glob.glob(os.path.join(board, "cells", "BPR__*.json"))) == 1
     report = open(os.path.join(board, "leaderboard.md")).read()
     assert "| BPR | 1/2 stale |" in report and "stale: the code these rows ran with has changed since" in report
-    assert "BPR (recbole_gfm.evaluation changed)" in report and "--rerun-stale" in report
+    assert "BPR (recbole_gfm.run.evaluation changed)" in report and "--rerun-stale" in report
     assert "stale rows not re-run: BPR (--rerun-stale)" in out
 
     assert runner.run_benchmark(board, rerun_stale=True) == 0
     records = [read_json(p) for p in glob.glob(os.path.join(board, "cells", "BPR__*.json"))]
-    assert len(records) == 2 and all(r["code"]["modules"]["recbole_gfm.evaluation"] != "0" * 16 for r in records)
+    assert len(records) == 2 and all(r["code"]["modules"]["recbole_gfm.run.evaluation"] != "0" * 16 for r in records)
     assert "| BPR | 2/2 |" in open(os.path.join(board, "leaderboard.md")).read()
 
 

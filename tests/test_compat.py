@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recbole_gfm import compat
+from recbole_gfm import checkpoint, compat
 
 
 def test_every_fix_this_stack_needs_is_applied():
@@ -21,12 +21,13 @@ def test_every_fix_this_stack_needs_is_applied():
         "distributed-backend-by-device",
         "distributed-trainer",
         "distributed-evaluation-exact",
+        "loader-scored-rows",
         "pop-counts-train-interactions",
     ]
 
 
 def test_importing_every_recbole_model_leaves_anomaly_detection_off():
-    from recbole_gfm.config import recbole_models
+    from recbole_gfm.registry import recbole_models
 
     assert "SINE" in recbole_models()  # sine.py, which switches it on at import, is loaded
     assert not torch.is_anomaly_enabled()
@@ -73,8 +74,8 @@ def test_lightgcn_normalised_adjacency_is_symmetric_and_degree_normalised(ml100k
 def test_checkpoint_extras_round_trip_through_weights_only_load(tmp_path):
     extras = {"pred_mat": sp.random(5, 4, density=0.5, format="csr", random_state=0), "sim": np.eye(3)}
     path = tmp_path / "ckpt.pth"
-    torch.save({"other_parameter": compat.encode_other_parameter(extras)}, path)
-    loaded = compat.decode_other_parameter(torch.load(path, weights_only=True)["other_parameter"])
+    torch.save({"other_parameter": checkpoint.encode_other_parameter(extras)}, path)
+    loaded = checkpoint.decode_other_parameter(torch.load(path, weights_only=True)["other_parameter"])
     assert sp.issparse(loaded["pred_mat"]) and loaded["pred_mat"].format == "csr"
     assert (loaded["pred_mat"] != extras["pred_mat"]).nnz == 0
     assert np.array_equal(loaded["sim"], np.eye(3))
@@ -83,7 +84,7 @@ def test_checkpoint_extras_round_trip_through_weights_only_load(tmp_path):
 def test_to_plain_turns_numpy_scalars_and_enums_into_plain_data():
     from recbole.utils import InputType
 
-    plain = compat.to_plain({"score": np.float64(0.5), "type": InputType.PAIRWISE, "ks": (1, 2)})
+    plain = checkpoint.to_plain({"score": np.float64(0.5), "type": InputType.PAIRWISE, "ks": (1, 2)})
     assert plain == {"score": 0.5, "type": "InputType.PAIRWISE", "ks": [1, 2]}
     assert type(plain["score"]) is float
 
@@ -103,7 +104,7 @@ def test_pop_counts_every_train_interaction_once_whatever_the_batch_size(model, 
 
     from conftest import quick_overrides
     from recbole_gfm.config import Config
-    from recbole_gfm.quick_start import get_trainer
+    from recbole_gfm.registry import get_trainer
 
     scores = []
     for batch_size in (64, 4096):

@@ -17,8 +17,8 @@ from conftest import typed_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.model.gfm import GFM
 from recbole_gfm.model.hgnn import HGNN
-from recbole_gfm.protocol import data_preparation
-from recbole_gfm.quick_start import create_dataset, prepare_foundation, training_data
+from recbole_gfm.registry import training_data
+from recbole_gfm.run.stages import build_model, prepare_data, prepare_foundation
 
 
 class DeviceRecorder(TorchDispatchMode):
@@ -46,11 +46,9 @@ def off_device(step, device: torch.device) -> list[str]:
 def setup(typed: dict, model: str, device: str = "cpu", **settings):
     config = Config(model, typed["dataset"], config_dict=typed_overrides(typed, use_gpu=device != "cpu", **settings))
     init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    prepare_foundation(config, train_data, valid_data)
-    init_seed(config["seed"], config["reproducibility"])
-    model_obj = config.model_class(config, train_data.dataset).to(config["device"])
-    batch = next(iter(training_data(config, train_data))).to(config["device"])
+    split = prepare_data(config)
+    model_obj = build_model(config, split, prepare_foundation(config, split))
+    batch = next(iter(training_data(config, split.train_data))).to(config["device"])
     return config, model_obj, batch
 
 

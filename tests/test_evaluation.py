@@ -13,9 +13,10 @@ from recbole.utils import InputType, init_seed
 
 from conftest import quick_overrides
 from recbole_gfm.config import Config
-from recbole_gfm.evaluation import evaluate_full
-from recbole_gfm.protocol import data_preparation, protocol_file
-from recbole_gfm.quick_start import create_dataset, get_trainer, run
+from recbole_gfm.run.evaluation import evaluate_full
+from recbole_gfm.data.protocol import data_preparation, protocol_file
+from recbole_gfm.quick_start import run
+from recbole_gfm.registry import create_dataset, get_trainer
 
 # Items a1..a3 are of type A, b1..b3 of type B. Pre-split (benchmark_filename) so the split is known.
 TYPES = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "b3": "B"}

@@ -8,29 +8,30 @@ import pytest
 from recbole.utils import init_seed
 
 from conftest import typed_overrides
-from recbole_gfm import artifacts, foundation
+from recbole_gfm import artifacts
+from recbole_gfm.foundation import store as foundation
 from recbole_gfm.config import Config
-from recbole_gfm.protocol import data_preparation, protocol_file
-from recbole_gfm.quick_start import create_dataset
+from recbole_gfm.data.protocol import data_preparation, protocol_file
+from recbole_gfm.registry import create_dataset
 
 
 def test_code_fingerprint_ignores_comments_docstrings_and_log_lines_but_not_code(tmp_path, monkeypatch):
     copy = tmp_path / "package"
     shutil.copytree(artifacts.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "properties"))
     monkeypatch.setattr(artifacts, "PACKAGE_DIR", str(copy))
-    before = artifacts.code_fingerprint("data/link_loader.py", "trainer.py")
-    loader, trainer = copy / "data" / "link_loader.py", copy / "trainer.py"
+    before = artifacts.code_fingerprint("data/link_loader.py", "foundation/trainer.py")
+    loader, trainer = copy / "data" / "link_loader.py", copy / "foundation/trainer.py"
     text = loader.read_text()
     loader.write_text(text.replace('"""Link-prediction batches', '"""Edited: link-prediction batches', 1) + "\n# a comment\n")
     trainer.write_text(trainer.read_text().replace("class HGNNTrainer(Trainer):", "class HGNNTrainer(Trainer):  # why"))
-    assert artifacts.code_fingerprint("data/link_loader.py", "trainer.py") == before
+    assert artifacts.code_fingerprint("data/link_loader.py", "foundation/trainer.py") == before
     graph = copy / "data" / "graph.py"
     assert "logger.info(" in graph.read_text()
     base = artifacts.code_fingerprint("data/graph.py")
     graph.write_text(graph.read_text().replace("logger.info(", "logger.info('edited log line: ' + ", 1))
     assert artifacts.code_fingerprint("data/graph.py") == base
     loader.write_text(text.replace("rank < fanout", "rank <= fanout"))
-    assert artifacts.code_fingerprint("data/link_loader.py", "trainer.py") != before
+    assert artifacts.code_fingerprint("data/link_loader.py", "foundation/trainer.py") != before
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_result_keys_leave_out_the_code_that_only_presents_results(tmp_path, mon
     shutil.copytree(artifacts.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "properties"))
     monkeypatch.setattr(artifacts, "PACKAGE_DIR", str(copy))
     before = artifacts.result_code_fingerprint()
-    board = copy / "leaderboard.py"
+    board = copy / "bench" / "report.py"
     board.write_text(board.read_text() + "\nLAYOUT = 'another table layout'\n")
     assert artifacts.result_code_fingerprint() == before
     model = copy / "model" / "gfm.py"

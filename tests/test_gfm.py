@@ -7,21 +7,20 @@ import torch
 from recbole.utils import init_seed
 
 from conftest import typed_overrides
-from recbole_gfm import foundation
 from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data.graph import build_cointeraction_graph, interactions_before
+from recbole_gfm.foundation.store import Foundation, foundation_config
 from recbole_gfm.model.gfm import GFM
-from recbole_gfm.protocol import data_preparation
-from recbole_gfm.quick_start import create_dataset, prepare_foundation
+from recbole_gfm.run.stages import build_model, prepare_data, prepare_foundation
 
 
 def build(typed: dict, **settings):
+    """As a run builds GFM: the split, the foundation, then the model from its prepared inputs."""
     config = Config("GFM", typed["dataset"], config_dict=typed_overrides(typed, **settings))
     init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    prepare_foundation(config, train_data, valid_data)
-    init_seed(config["seed"], config["reproducibility"])
-    return config, train_data, test_data, GFM(config, train_data.dataset)
+    split = prepare_data(config)
+    model = build_model(config, split, prepare_foundation(config, split))
+    return config, split.train_data, split.test_data, model
 
 
 def test_the_target_item_never_reaches_its_own_user_history(typed_slice, workdir, monkeypatch):
@@ -115,17 +114,17 @@ def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monk
     def no_foundation(*args, **kwargs):
         raise AssertionError("w/o GNN must not touch the foundation")
 
-    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", no_foundation)
-    monkeypatch.setattr("recbole_gfm.model.gfm.load_foundation", no_foundation)
+    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", no_foundation)
+    monkeypatch.setattr("recbole_gfm.run.stages.read_cached", no_foundation)
     _, _, _, no_gnn = build(typed_slice, use_foundation=False)
-    assert no_gnn.content.shape[1] == 384 and no_gnn.foundation_path is None
+    assert no_gnn.content.shape[1] == 384 and no_gnn.foundation is None
     assert torch.allclose(no_gnn.content, both.content[:, 128:])
     with pytest.raises(ValueError, match="use_foundation or use_text"):
         build(typed_slice, use_foundation=False, use_text=False)
 
 
 def test_per_type_variant_scores_each_item_with_its_types_towers(typed_slice, workdir, monkeypatch):
-    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", lambda *a, **k: pytest.fail("not needed"))
+    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", lambda *a, **k: pytest.fail("not needed"))
     _, _, test_data, model = build(typed_slice, unified=False, use_foundation=False)
     assert len(model.towers) == model.n_types
     model.eval()
@@ -147,9 +146,9 @@ def test_frozen_foundation_sees_only_the_earlier_part_of_the_train_timeline(type
     early = interactions_before(train, 0.5)
     times = train.inter_feat["timestamp"]
     assert len(early) < len(train) and early.inter_feat["timestamp"].max() <= times.median() + 1e-9
-    hgnn = foundation.foundation_config(Config("GFM", typed_slice["dataset"], config_dict=typed_overrides(
+    hgnn = foundation_config(Config("GFM", typed_slice["dataset"], config_dict=typed_overrides(
         typed_slice, foundation={"foundation_time_cutoff": 0.5})))
-    full = build_cointeraction_graph(foundation.foundation_config(config), train)
+    full = build_cointeraction_graph(foundation_config(config), train)
     frozen = build_cointeraction_graph(hgnn, train)
     assert frozen.edge_index.shape[1] < full.edge_index.shape[1]
 
@@ -157,31 +156,31 @@ def test_frozen_foundation_sees_only_the_earlier_part_of_the_train_timeline(type
 def test_foundation_artifact_round_trip_and_catalogue_mismatch(typed_slice, workdir, tmp_path):
     _, train_data, _, model = build(typed_slice)
     dataset = train_data._dataset
-    embeddings = foundation.load_foundation(model.foundation_path, dataset)
+    embeddings = Foundation.read(model.foundation.path).item_embeddings(dataset)
     assert torch.allclose(embeddings.float(), model.content[:, :128].to(embeddings.dtype), atol=1e-6)
     other = dataset.copy(dataset.inter_feat)
     other.field2id_token = dict(dataset.field2id_token)
     other.field2id_token["item_id"] = dataset.field2id_token["item_id"][::-1]
-    with pytest.raises(foundation.ConfigError, match="another item catalogue"):
-        foundation.load_foundation(model.foundation_path, other)
-    with pytest.raises(foundation.ConfigError, match="incomplete or missing"):
-        foundation.load_foundation(str(tmp_path), dataset)
+    with pytest.raises(ConfigError, match="another item catalogue"):
+        model.foundation.item_embeddings(other)
+    with pytest.raises(ConfigError, match="incomplete or missing"):
+        Foundation.read(str(tmp_path))
 
 
 def test_gfm_never_trains_a_foundation_itself(typed_slice, workdir):
     config = Config("GFM", typed_slice["dataset"], config_dict=typed_overrides(typed_slice))
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    with pytest.raises(ConfigError, match="foundation_path"):
-        GFM(config, train_data.dataset)
+    split = prepare_data(config)
+    text = torch.zeros(split.train_data.dataset.item_num, 8)
+    with pytest.raises(ConfigError, match="none was given"):
+        GFM(config, split.train_data.dataset, text)
 
 
 def test_cold_item_prob_shows_the_item_tower_the_no_edge_foundation_vectors(typed_slice, workdir, monkeypatch):
     from recbole_gfm.data.text import item_text_embeddings
-    from recbole_gfm.foundation import embed_new_items
 
     config, train_data, _, model = build(typed_slice, cold_item_prob=1.0)
     text = item_text_embeddings(config, train_data.dataset)
-    expected = embed_new_items(model.foundation_path, text)
+    expected = Foundation.read(model.foundation.path).embed_without_edges(text)
     assert torch.allclose(model.cold_content[1:, :128], expected[1:], atol=1e-6)
     assert torch.equal(model.cold_content[:, 128:], model.content[:, 128:])  # the text part is the same
     assert not torch.allclose(model.cold_content[1:, :128], model.content[1:, :128])  # warm items differ

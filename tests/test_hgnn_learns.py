@@ -18,9 +18,10 @@ from conftest import quick_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.data.graph import build_cointeraction_graph
 from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation import foundation_meta, load_foundation
-from recbole_gfm.protocol import data_preparation
-from recbole_gfm.quick_start import create_dataset, run
+from recbole_gfm.foundation.store import Foundation
+from recbole_gfm.data.protocol import data_preparation
+from recbole_gfm.quick_start import run
+from recbole_gfm.registry import create_dataset
 
 N_ITEMS, N_COMMUNITIES, N_USERS, PER_USER = 240, 4, 600, 6
 WORDS = "amber basil cedar delta ember fjord garnet harbor indigo juniper kelp lumen maple nectar onyx".split()
@@ -70,10 +71,11 @@ def test_hgnn_learns_held_out_links_with_target_edges_excluded(planted, workdir)
         exclude_target_edges=True,
     )  # fmt: skip
     record = run("HGNN", "planted", config_dict=settings, saved=False)
-    embeddings = load_foundation(record["foundation_path"], dataset := split_of(settings))
+    foundation = Foundation.read(record["foundation_path"])
+    embeddings = foundation.item_embeddings(dataset := split_of(settings))
     graph = build_cointeraction_graph(record_config(settings), dataset)
     text = torch.nn.functional.normalize(item_text_embeddings(record_config(settings), dataset), dim=-1)
-    tokens = foundation_meta(record["foundation_path"])["item_tokens"]
+    tokens = foundation.meta["item_tokens"]
     text_auc, auc = link_auc(text, tokens, graph, community), link_auc(embeddings, tokens, graph, community)
     assert text_auc < 0.6, f"the titles must not give the links away ({text_auc:.3f})"
     assert auc >= 0.9, f"held-out link AUC {auc:.3f} (text alone {text_auc:.3f})"

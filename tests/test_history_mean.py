@@ -8,8 +8,8 @@ from recbole.utils import init_seed
 from conftest import typed_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.model.llmknn import LLMKNN
-from recbole_gfm.protocol import data_preparation, protocol_file
-from recbole_gfm.quick_start import create_dataset
+from recbole_gfm.data.protocol import data_preparation, protocol_file
+from recbole_gfm.registry import create_dataset
 
 
 def test_users_get_their_history_mean_and_new_users_the_population_mean(typed_slice, workdir):

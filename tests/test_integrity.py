@@ -18,13 +18,13 @@ import torch
 from recbole.trainer import Trainer
 
 from conftest import typed_overrides
-from recbole_gfm import foundation
+from recbole_gfm.foundation.store import Foundation, read_cached
 from recbole_gfm.artifacts import CorruptArtifactError, read_safetensors, write_safetensors
-from recbole_gfm.compat import load_checkpoint, save_checkpoint
+from recbole_gfm.checkpoint import load_checkpoint, save_checkpoint
 from recbole_gfm.data import text
 from recbole_gfm.data.text import encode_texts
 from recbole_gfm.inference import Recommender, rebuild_run
-from recbole_gfm.per_user import load_per_user, save_per_user
+from recbole_gfm.run.per_user import load_per_user, save_per_user
 from recbole_gfm.quick_start import run
 
 
@@ -131,11 +131,10 @@ def test_a_damaged_foundation_is_named_moved_aside_and_trained_again_to_the_same
     path = os.path.join(artifact, name)
     truncate(path) if damage == "truncated" else overwrite(path, -4096, 64)
 
-    for read in (foundation.foundation_meta, foundation.load_encoder, lambda p: foundation.load_foundation(p, None)):
-        with pytest.raises(CorruptArtifactError, match=rf"{path}: .*damaged\. Run again: the run moves it aside") as error:
-            read(artifact)
-        assert error.value.path == path
-    assert os.path.isdir(artifact), "a loader refuses; it does not move the artifact"
+    with pytest.raises(CorruptArtifactError, match=rf"{path}: .*damaged\. Run again: the run moves it aside") as error:
+        Foundation.read(artifact)
+    assert error.value.path == path
+    assert os.path.isdir(artifact), "a reader of a given path refuses; it does not move the artifact"
 
     caplog.set_level(logging.WARNING)
     record = gfm_run(foundation_settings)
@@ -143,7 +142,7 @@ def test_a_damaged_foundation_is_named_moved_aside_and_trained_again_to_the_same
     assert "moved" in warning and ".corrupt-" in warning
     aside = [f for f in os.listdir(os.path.dirname(artifact)) if f.startswith(os.path.basename(artifact) + ".corrupt-")]
     assert aside and any(os.path.isfile(os.path.join(os.path.dirname(artifact), a, name)) for a in aside)
-    assert record["foundation_path"] == artifact and foundation.is_complete(artifact)
+    assert record["foundation_path"] == artifact and read_cached(artifact) is not None
     assert record["best_valid_result"] == clean_run["best_valid_result"]
     assert record["test_result"] == clean_run["test_result"]
 
@@ -154,7 +153,7 @@ def test_a_foundation_file_from_another_artifact_is_refused(foundation_settings,
     tensors, _ = read_safetensors(str(copy / "embeddings.safetensors"))
     write_safetensors(str(copy / "embeddings.safetensors"), {"item_embeddings": tensors["item_embeddings"] * 2})
     with pytest.raises(CorruptArtifactError, match="embeddings.safetensors: is not the file meta.json lists"):
-        foundation.foundation_meta(str(copy))
+        Foundation.read(str(copy))
 
 
 # --- checkpoints ------------------------------------------------------------------------------------

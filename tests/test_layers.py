@@ -13,14 +13,15 @@ import os
 import recbole_gfm
 
 LAYERS = [
-    ["recbole_gfm", "compat", "artifacts", "per_user"],  # no recbole_gfm imports but these
+    # no recbole_gfm imports but these; the registry finds models by name (RecBole's convention)
+    ["recbole_gfm", "errors", "artifacts", "checkpoint", "compat", "registry"],
     ["config"],
-    ["data", "protocol", "scenarios"],
+    ["data"],  # datasets, validation, protocols and scenarios, text vectors, the graph, link batches
     ["encoders"],  # the foundation networks, plain torch
-    ["foundation"],  # the artifact store
+    ["foundation"],  # the foundation's trainer and artifact store
     ["model"],
-    ["trainer", "evaluation", "resume"],
-    ["quick_start"],  # the run: config -> data -> foundation -> model -> trainer
+    ["run"],  # the stages, the multi-process launch, resume, evaluation, per-user values
+    ["quick_start"],  # the run: config -> data -> foundation -> model -> fit -> evaluate -> record
     ["cli", "bench", "inference"],
 ]
 PACKAGE = os.path.dirname(recbole_gfm.__file__)

@@ -13,8 +13,8 @@ from conftest import typed_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.data.graph import CoInteractionGraph, build_cointeraction_graph
 from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, edge_keys, sample_blocks, sample_neighbours
-from recbole_gfm.protocol import data_preparation
-from recbole_gfm.quick_start import create_dataset
+from recbole_gfm.data.protocol import data_preparation
+from recbole_gfm.registry import create_dataset
 
 
 def csrs_of(edge_index, edge_type, num_nodes, num_relations):

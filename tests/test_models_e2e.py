@@ -73,7 +73,7 @@ def test_gfm_trains_its_foundation_once_then_reuses_it(typed_slice, workdir, mon
     def no_second_foundation_run(*args, **kwargs):
         raise AssertionError("the cached foundation should have been reused")
 
-    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", no_second_foundation_run)
+    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", no_second_foundation_run)
     second = run("GFM", typed_slice["dataset"], config_dict=settings)
     assert second["test_result"] == first["test_result"], "same seed, same numbers, cache warm or cold"
 
@@ -83,8 +83,8 @@ def test_infonce_link_loss_is_the_softmax_over_in_batch_and_random_candidates(ty
 
     from recbole_gfm.config import Config
     from recbole_gfm.model.hgnn import HGNN
-    from recbole_gfm.protocol import data_preparation
-    from recbole_gfm.quick_start import create_dataset, training_data
+    from recbole_gfm.data.protocol import data_preparation
+    from recbole_gfm.registry import create_dataset, training_data
 
     config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(
         typed_slice, link_loss="infonce", train_batch_size=32, num_negatives=3, aggregation="attention"))
@@ -126,8 +126,8 @@ def test_item_embeddings_in_chunks_equal_one_pass_over_every_item(typed_slice, w
 
     from recbole_gfm.config import Config
     from recbole_gfm.model import hgnn
-    from recbole_gfm.protocol import data_preparation
-    from recbole_gfm.quick_start import create_dataset
+    from recbole_gfm.data.protocol import data_preparation
+    from recbole_gfm.registry import create_dataset
 
     config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, inference_fanouts=[0, 0]))
     init_seed(config["seed"], config["reproducibility"])

@@ -22,10 +22,12 @@ from recbole.utils import init_seed
 from conftest import quick_overrides, typed_overrides
 from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.bench.runner import run_benchmark
-from recbole_gfm.evaluation import evaluate_full
+from recbole_gfm.run.evaluation import evaluate_full
 from recbole_gfm.inference import Recommender
-from recbole_gfm.protocol import data_preparation
-from recbole_gfm.quick_start import Launch, create_dataset, get_trainer, launch_plan, run, single_process_view
+from recbole_gfm.quick_start import run
+from recbole_gfm.registry import get_trainer
+from recbole_gfm.run.launch import Launch, launch_plan, single_process_view
+from recbole_gfm.run.stages import build_model, prepare_data, prepare_foundation
 
 SMALL = {
     "BPR": {"embedding_size": 16},
@@ -105,8 +107,9 @@ def alone(record: dict, model: str, dataset: str, overrides: dict) -> tuple[dict
     """(test, valid) metrics one process gives for the run's checkpoint, per-user/type keys included."""
     config = Config(model, dataset, config_dict={**overrides, "foundation_path": record["foundation_path"]})
     init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    trainer = get_trainer(config)(config, config.model_class(config, train_data.dataset).to(config["device"]))
+    split = prepare_data(config)
+    train_data, valid_data, test_data = split.train_data, split.valid_data, split.test_data
+    trainer = get_trainer(config)(config, build_model(config, split, prepare_foundation(config, split), seed=False))
     test = dict(trainer.evaluate(test_data, model_file=record["saved_model_file"]))
     full = evaluate_full(trainer, train_data, test_data, config["per_type_eval"])
     test.update({k: v for k, v in full.metrics.items() if k not in test})

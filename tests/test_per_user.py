@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from recbole_gfm.per_user import load_per_user, per_user_record, save_per_user
+from recbole_gfm.run.per_user import load_per_user, per_user_record, save_per_user
 
 PER_USER = {
     "users": np.array(["196", "u-2", "ünïcode"]),

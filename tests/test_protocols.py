@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from recbole_gfm.config import Config, ConfigError
-from recbole_gfm.protocol import available, data_preparation, protocol_file, use_time_cuts
-from recbole_gfm.quick_start import create_dataset
+from recbole_gfm.data.protocol import available, data_preparation, protocol_file, use_time_cuts
+from recbole_gfm.registry import create_dataset
 
 N_USERS, PER_USER, N_TIMES = 40, 12, 7  # 480 interactions on 7 timestamps: ties at every cut
 

@@ -7,8 +7,8 @@ from recbole.utils import init_seed
 from test_benchmark import typed_data  # noqa: F401  (a fixture)
 
 from recbole_gfm.config import Config, ConfigError
-from recbole_gfm.protocol import data_preparation, protocol_file
-from recbole_gfm.quick_start import create_dataset
+from recbole_gfm.data.protocol import data_preparation, protocol_file
+from recbole_gfm.registry import create_dataset
 
 LOAD = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "item_type"]}
 

@@ -14,6 +14,7 @@ import pytest
 from test_benchmark import RUN, typed_data, write_bench  # noqa: F401  (typed_data is a fixture)
 
 import recbole_gfm.quick_start as quick_start
+import recbole_gfm.run.stages as stages
 from recbole_gfm.artifacts import fingerprint, read_json
 from recbole_gfm.bench.child import child_main
 from recbole_gfm.bench.runner import new_run, run_benchmark, trial_job_of
@@ -87,13 +88,13 @@ class _Untouchable:
 
 def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    prepare = quick_start.data_preparation
+    prepare = stages.data_preparation
 
     def untouchable_test_split(config, data):
         train, valid, test = prepare(config, data)
         return train, valid, _Untouchable()
 
-    monkeypatch.setattr(quick_start, "data_preparation", untouchable_test_split)
+    monkeypatch.setattr(stages, "data_preparation", untouchable_test_split)
     bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, max_epochs=3, search=search()))
     (row,) = bench.rows
     assert row.tuned and not row.ready and bench.cells == [], "a tuned row's cells wait for its search"

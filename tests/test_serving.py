@@ -11,14 +11,13 @@ from recbole.trainer import Trainer
 
 from conftest import typed_overrides
 from recbole_gfm.artifacts import read_safetensors
-from recbole_gfm.compat import save_checkpoint
+from recbole_gfm.checkpoint import save_checkpoint
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.graph import build_cointeraction_graph
 from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.encoders import embed_without_edges
-from recbole_gfm.foundation import load_encoder
 from recbole_gfm.inference import Recommender, rebuild_foundation, rebuild_run
-from recbole_gfm.protocol import protocol_file
+from recbole_gfm.data.protocol import protocol_file
 from recbole_gfm.quick_start import run
 
 
@@ -45,7 +44,7 @@ def no_training(monkeypatch):
 
     monkeypatch.setattr(torch.optim.Optimizer, "step", fail)
     monkeypatch.setattr(Trainer, "fit", fail)
-    monkeypatch.setattr("recbole_gfm.quick_start.train_foundation", fail)
+    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", fail)
 
 
 @pytest.mark.parametrize("protocol", ["temporal", "rs811", "loo"])
@@ -108,5 +107,5 @@ def test_serving_new_users_and_new_items(temporal_run):
     scores = rec.model.score_history(rec._ids(history))
     assert torch.allclose(scores[rec.index["twin"]], scores[lonely], atol=1e-5)
     raw_text = item_text_embeddings(config, train_data.dataset)[lonely]
-    expected = embed_without_edges(load_encoder(rec.model.foundation_path), raw_text[None])[0]
+    expected = embed_without_edges(rec.model.foundation.encoder(), raw_text[None])[0]
     assert torch.allclose(rec.model.content[rec.index["twin"]], torch.cat([expected, F.normalize(raw_text, dim=0)]), atol=1e-5)

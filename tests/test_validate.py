@@ -15,7 +15,7 @@ from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data import validate
 from recbole_gfm.data.dataset import DataError, MultiTypeDataset
 from recbole_gfm.data.validate import validate_atomic_files
-from recbole_gfm.protocol import data_preparation, protocol_file
+from recbole_gfm.data.protocol import data_preparation, protocol_file
 
 NAME = "bad"
 INTER = "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\nu1\ti2\t2\nu2\ti1\t3\nu2\ti3\t4\n"

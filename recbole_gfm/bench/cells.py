@@ -2,7 +2,7 @@
 
 A finished cell is two files in ``<output_dir>/cells``: ``<name>.json``, its run record
 (:func:`recbole_gfm.artifacts.write_json`: written atomically with a sha256 content hash), and
-``<name>.per_user.npz``, its per-user test metric values (:func:`recbole_gfm.per_user.save_per_user`),
+``<name>.per_user.npz``, its per-user test metric values (:func:`recbole_gfm.run.per_user.save_per_user`),
 whose sha256 the record holds (``per_user_sha256``). The npz is written first, so a record never
 names a per-user file that is not there. :func:`read_cell` checks both; a cell that fails is named
 in one warning and moved aside (:func:`recbole_gfm.artifacts.move_aside`) by
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from recbole_gfm.artifacts import CorruptArtifactError, file_sha256, move_aside, read_json, write_json
-from recbole_gfm.per_user import load_per_user, save_per_user
+from recbole_gfm.run.per_user import load_per_user, save_per_user
 
 
 def per_user_path(cell_file: str) -> str:

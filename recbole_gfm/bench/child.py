@@ -27,7 +27,7 @@ import torch
 from recbole_gfm.artifacts import loaded_result_modules, machine, module_fingerprints, write_json
 from recbole_gfm.bench.cells import compact_per_user, write_cell
 from recbole_gfm.bench.search import Pruning, pruned_record, trial_record
-from recbole_gfm.compat import to_plain
+from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.config import ConfigError
 from recbole_gfm.quick_start import run
 

@@ -13,7 +13,7 @@ re-runs it by itself, saying so.
 
 **The time budget** (``--time-budget 150m``): no cell or trial starts that the finished ones of its
 row say cannot finish in the time left; at the limit the running cells are stopped, each keeping
-the snapshot of its last validation (:mod:`recbole_gfm.resume`) in the board's ``snapshots/``, which
+the snapshot of its last validation (:mod:`recbole_gfm.run.resume`) in the board's ``snapshots/``, which
 the next run resumes. :func:`left_to_run` says what is left and how long it should take.
 """
 

@@ -28,7 +28,7 @@ from recbole_gfm.bench.significance import caption, markers
 
 ALPHA = 0.05
 TEST = "t"  # markers from the paired t-test; Wilcoxon p-values beside them in significance.csv
-USER_GROUPS = ("users=new", "users=returning")  # recbole_gfm.evaluation's new / returning-user keys
+USER_GROUPS = ("users=new", "users=returning")  # recbole_gfm.run.evaluation's new / returning-user keys
 
 
 def write_leaderboard(bench: Benchmark, left: Left | None = None, command: str | None = None) -> dict[str, str]:

@@ -9,7 +9,7 @@ whose code has changed since its cells ran is stale: reported, and re-run only w
 (``rerun_stale``), or by itself on a plain benchmark file (unpublished results).
 
 Every row of a board is scored on the same cases: the first cell of a dataset and seed fixes the
-board's evaluation split (:func:`recbole_gfm.protocol.split_fingerprint`), and a row whose split differs is
+board's evaluation split (:func:`recbole_gfm.data.protocol.split_fingerprint`), and a row whose split differs is
 refused before it trains. ``add_row`` adds rows to a board of record (``--add-row``): the new rows'
 file is copied into the board's ``rows/``, only they run (their search first where the board is
 tuned, with its budget), on the board's data and split, and the report tests them against the
@@ -47,7 +47,7 @@ from recbole_gfm.bench.search import (
     SearchResult, TrialNotStored, pruning_job, run_search, trial_job, trial_path, trial_record,
 )  # fmt: skip
 from recbole_gfm.bench.spec import ROWS_DIR, BenchmarkError, load_benchmark, read_rows_file, tuned_row
-from recbole_gfm.resume import snapshots
+from recbole_gfm.run.resume import snapshots
 
 
 class _OutOfTime(Exception):
@@ -384,7 +384,7 @@ def _run_or_skip(run: _Run, counter: str, cell: Cell) -> str:
     code = run.children.run(job, log_path, _shown(run, f"    {who}"))
     seconds = time.perf_counter() - start
     if code != 0 or not os.path.isfile(out):
-        if code < 0:  # stopped by a signal (the time budget, Ctrl-C, kill): recbole_gfm.resume kept its last validation
+        if code < 0:  # stopped by a signal (the time budget, Ctrl-C, kill): recbole_gfm.run.resume kept its last validation
             again = "resumes it from its last validated epoch" if snapshots(checkpoints) else "starts it again"
             print(f"{head}: " + set_color(f"stopped after {seconds:.1f} s (signal {-code}); a re-run {again}", "yellow"), flush=True)
             return "stopped"

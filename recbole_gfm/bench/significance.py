@@ -1,7 +1,7 @@
 """Paired significance tests for the rows of a leaderboard column (numpy + scipy.stats only).
 
 A row (model label) brings, for each seed, its per-user values of one metric (the vectors
-:mod:`recbole_gfm.evaluation` records). Rows are paired case by case, a case being a
+:mod:`recbole_gfm.run.evaluation` records). Rows are paired case by case, a case being a
 ``(seed, user token)`` pair, and the cases of all seeds are pooled: 3 seeds of 943 test users
 give 2,829 pairs. Pooling treats a user's cases under different seeds as separate pairs; with one
 seed it is the usual per-user paired test (Elliot's). A board whose rows were scored on different

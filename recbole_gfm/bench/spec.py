@@ -54,10 +54,11 @@ from recbole.utils import ModelType
 from recbole_gfm.artifacts import file_fingerprint, fingerprint, settings_fingerprint
 from recbole_gfm.bench.board import Benchmark, Row
 from recbole_gfm.bench.search import check_space, direction, parse_search, search_metric, study_fingerprint
-from recbole_gfm.compat import to_plain
-from recbole_gfm.config import Config, ConfigError, get_model, load_yaml
-from recbole_gfm.protocol import protocol_file
-from recbole_gfm.quick_start import check_dataset_files, get_trainer
+from recbole_gfm.checkpoint import to_plain
+from recbole_gfm.config import Config, ConfigError, load_yaml
+from recbole_gfm.data.protocol import protocol_file
+from recbole_gfm.registry import get_model, get_trainer
+from recbole_gfm.run.stages import check_dataset_files
 
 KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",

@@ -30,7 +30,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 from recbole.utils import FeatureType
 
 from recbole_gfm.config import ConfigError
-from recbole_gfm.protocol import is_global_time_split
+from recbole_gfm.data.protocol import is_global_time_split
 
 TYPES = tuple(t.value for t in FeatureType)  # token, float, token_seq, float_seq
 NA_VALUES = frozenset(STR_NA_VALUES)  # what pandas (RecBole's reader) reads as a missing value

@@ -34,8 +34,7 @@ from torch import nn
 
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
-from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation import embed_new_items, load_foundation
+from recbole_gfm.foundation.store import Foundation
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -57,17 +56,22 @@ class Towers(nn.Module):
 
 
 class GFM(GeneralRecommender):
-    """Graph Foundation Model adapter: unified two-tower model over the foundation's item embeddings."""
+    """Graph Foundation Model adapter: unified two-tower model over the foundation's item embeddings.
+
+    Built from what the run prepared (:mod:`recbole_gfm.run.stages`): ``text``, the items' text
+    vectors [n_items, d_text], and ``foundation``, the foundation artifact read once
+    (:class:`recbole_gfm.foundation.store.Foundation`); the constructor reads no file.
+    """
 
     input_type = InputType.POINTWISE
     dataset_class = MultiTypeDataset
 
     @staticmethod
-    def uses_foundation(config) -> bool:
-        """Whether the run must prepare a foundation artifact before building this model."""
-        return bool(config["use_foundation"])
+    def inputs(config) -> set[str]:
+        """What the run prepares for it: the text vectors, and the foundation unless ``use_foundation`` is off."""
+        return {"text", "foundation"} if config["use_foundation"] else {"text"}
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, text: torch.Tensor, foundation: Foundation | None = None):
         super().__init__(config, dataset)
         self.use_foundation, self.use_text = config["use_foundation"], config["use_text"]
         if not (self.use_foundation or self.use_text):
@@ -80,17 +84,16 @@ class GFM(GeneralRecommender):
             raise ConfigError(f"empty_history_prob must be in [0, 1], got {self.empty_history_prob!r}.")
 
         content = []  # fixed per-item content vectors: the foundation's and the text encoder's
-        self.foundation_path = config["foundation_path"] if self.use_foundation else None
+        self.foundation = foundation if self.use_foundation else None
         if self.use_foundation:
-            if not self.foundation_path:
+            if foundation is None:
                 raise ConfigError(
-                    "GFM reads its foundation from foundation_path, which is not set: run it through "
-                    "run_recbole_gfm.py / recbole_gfm.quick_start.run (they prepare the foundation first), or "
-                    "call recbole_gfm.quick_start.prepare_foundation(config, train_data, valid_data) before building it."
+                    "GFM with use_foundation reads a foundation, and none was given: run it through run_recbole_gfm.py / "
+                    "recbole_gfm.quick_start.run (they prepare it first), or build it with "
+                    "recbole_gfm.run.stages.prepare_foundation and pass it as foundation=."
                 )
-            foundation = load_foundation(self.foundation_path, dataset).float()
-            content.append(foundation)
-        text = item_text_embeddings(config, dataset) if self.use_text or self.use_foundation else None
+            embeddings = foundation.item_embeddings(dataset).float()
+            content.append(embeddings)
         if self.use_text:
             content.append(F.normalize(text, dim=-1))
         content = torch.cat(content, dim=1)
@@ -101,7 +104,7 @@ class GFM(GeneralRecommender):
             raise ConfigError(f"cold_item_prob must be in [0, 1], got {self.cold_item_prob!r}.")
         if self.cold_item_prob > 0:  # every item's foundation vector as if it had no edges
             cold = content.clone()
-            cold[:, : foundation.shape[1]] = embed_new_items(self.foundation_path, text)
+            cold[:, : embeddings.shape[1]] = foundation.embed_without_edges(text)
             cold[0] = 0
             self.register_buffer("cold_content", cold, persistent=False)
 

@@ -19,6 +19,7 @@ from recbole_gfm.data.graph import build_cointeraction_graph
 from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, sample_blocks
 from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.encoders import HGNNEncoder
+from recbole_gfm.foundation.trainer import HGNNTrainer
 from recbole_gfm.model.history_mean import HistoryMeanRecommender
 
 
@@ -30,6 +31,7 @@ class HGNN(HistoryMeanRecommender):
 
     dataset_class = MultiTypeDataset
     train_loader = LinkLoader  # the run trains it on link-prediction batches, not user-item pairs
+    trainer = HGNNTrainer  # RecBole's Trainer, then the foundation artifact written
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

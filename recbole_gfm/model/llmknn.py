@@ -6,7 +6,6 @@ import torch
 from recbole.utils import ModelType
 
 from recbole_gfm.data.dataset import MultiTypeDataset
-from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.model.history_mean import HistoryMeanRecommender, unit_rows
 
 
@@ -16,9 +15,14 @@ class LLMKNN(HistoryMeanRecommender):
     type = ModelType.TRADITIONAL  # RecBole's TraditionalTrainer: one pass, nothing to fit
     dataset_class = MultiTypeDataset
 
-    def __init__(self, config, dataset):
+    @staticmethod
+    def inputs(config) -> set[str]:
+        """The run prepares the item text vectors."""
+        return {"text"}
+
+    def __init__(self, config, dataset, text: torch.Tensor):
         super().__init__(config, dataset)
-        self.register_buffer("text_features", unit_rows(item_text_embeddings(config, dataset)), persistent=False)
+        self.register_buffer("text_features", unit_rows(text), persistent=False)
         self.fake_loss = torch.nn.Parameter(torch.zeros(1))  # RecBole's Trainer needs a parameter to step
 
     def calculate_loss(self, interaction):

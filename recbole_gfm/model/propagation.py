@@ -16,24 +16,29 @@ import torch
 from recbole.utils import ModelType
 
 from recbole_gfm.data.dataset import MultiTypeDataset
-from recbole_gfm.data.graph import build_cointeraction_graph
+from recbole_gfm.data.graph import CoInteractionGraph
 from recbole_gfm.data.link_loader import sample_blocks
-from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.encoders import PropagationEncoder
+from recbole_gfm.foundation.trainer import PropagationTrainer
 from recbole_gfm.model.history_mean import HistoryMeanRecommender
 
 
 class Propagation(HistoryMeanRecommender):
     """Item vectors: the texts averaged over ``propagation_hops`` hops of the co-interaction graph."""
 
-    type = ModelType.TRADITIONAL  # RecBole's TraditionalTrainer: one pass, nothing to fit
+    type = ModelType.TRADITIONAL  # one pass, nothing to fit; then the artifact is written
     dataset_class = MultiTypeDataset
+    trainer = PropagationTrainer
 
-    def __init__(self, config, dataset):
+    @staticmethod
+    def inputs(config) -> set[str]:
+        """The run prepares the item text vectors and the co-interaction graph of the train split."""
+        return {"text", "graph"}
+
+    def __init__(self, config, dataset, text: torch.Tensor, graph: CoInteractionGraph):
         super().__init__(config, dataset)
-        graph = build_cointeraction_graph(config, dataset)
         self.csrs = [graph.relation_csr(r) for r in range(graph.num_relations)]
-        self.register_buffer("text_features", item_text_embeddings(config, dataset), persistent=False)
+        self.register_buffer("text_features", text, persistent=False)
         self.encoder_args = {"kind": PropagationEncoder.kind, "n_layers": config["propagation_hops"]}
         self.encoder = PropagationEncoder(config["propagation_hops"])
         self.fake_loss = torch.nn.Parameter(torch.zeros(1))  # RecBole's Trainer needs a parameter to step

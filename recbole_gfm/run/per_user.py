@@ -1,6 +1,6 @@
 """Per-user metric values of a run, in a run record and on disk, for tests computed afterwards.
 
-The form (:func:`recbole_gfm.evaluation.evaluate_full`'s ``per_user``)::
+The form (:func:`recbole_gfm.run.evaluation.evaluate_full`'s ``per_user``)::
 
     {"users": [external user token, ...], "metrics": {"hit@10": [value per user], "ndcg@10": [...]}}
 

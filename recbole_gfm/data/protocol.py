@@ -25,11 +25,10 @@ trainer scores. The loader gives a fallback user a sequence of length 1 holding 
 (every RecBole sequential model accepts it; length 0 breaks their ``gather_indexes``) and returns
 its batches as :class:`FallbackBatch`, RecBole's 4-tuple carrying the flagged rows and the
 popularity scores. RecBole's ``Trainer._full_sort_batch_eval``, through which both
-``Trainer.evaluate`` and :mod:`recbole_gfm.evaluation` score every batch, is wrapped once (when
-such a loader is built) to overwrite the flagged rows' scores after the model's
-``full_sort_predict``: no model, trainer subclass or RecBole loop is copied, and batches of any
-other loader pass through untouched. (A trainer that overrides ``_full_sort_batch_eval`` itself
-would bypass the fallback.)
+``Trainer.evaluate`` and :mod:`recbole_gfm.run.evaluation` score every batch, overwrites the
+flagged rows' scores after the model's ``full_sort_predict`` (:mod:`recbole_gfm.compat`): no
+model, trainer subclass or RecBole loop is copied, and batches of any other loader pass through
+untouched. (A trainer that overrides ``_full_sort_batch_eval`` itself would bypass the fallback.)
 
 (RecBole's own ``TS`` split is no global cut either: it splits train / valid per user.)
 """
@@ -47,11 +46,10 @@ import torch
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.data.interaction import Interaction, cat_interactions
-from recbole.trainer import Trainer
 from recbole.utils import ModelType
 
 from recbole_gfm.config import PROPERTIES_DIR, ConfigError
-from recbole_gfm.scenarios import use_scenarios
+from recbole_gfm.data.scenarios import use_scenarios
 
 PROTOCOL_DIR = os.path.join(PROPERTIES_DIR, "protocol")
 
@@ -100,16 +98,17 @@ def _split_on_times(self, cut_times: list[float]):
 
 class FallbackBatch(tuple):
     """A batch of :class:`PeriodSequentialEvalDataLoader`: RecBole's ``(interaction, history_index,
-    positive_u, positive_i)``, plus ``rows`` (bool, the rows to score by ``scores``) and ``scores``
-    (the popularity score of every item, -inf for the padding item 0)."""
+    positive_u, positive_i)``, plus ``fallback_rows`` (bool, the rows to score by ``fallback_scores``)
+    and ``fallback_scores`` (the popularity score of every item, -inf for the padding item 0).
+    RecBole's ``Trainer._full_sort_batch_eval`` applies them (:mod:`recbole_gfm.compat`)."""
 
     def __new__(cls, batch: tuple, rows: torch.Tensor, scores: torch.Tensor):
         self = super().__new__(cls, batch)
-        self.rows, self.scores = rows, scores
+        self.fallback_rows, self.fallback_scores = rows, scores
         return self
 
     def __reduce__(self):  # DataLoader workers pickle batches
-        return FallbackBatch, (tuple(self), self.rows, self.scores)
+        return FallbackBatch, (tuple(self), self.fallback_rows, self.fallback_scores)
 
 
 def popularity_scores(counts: np.ndarray) -> torch.Tensor:
@@ -122,28 +121,6 @@ def popularity_scores(counts: np.ndarray) -> torch.Tensor:
     scores[order] = len(counts) - np.arange(len(counts))
     scores[0] = -np.inf
     return torch.from_numpy(scores)
-
-
-_recbole_full_sort_batch_eval = None
-
-
-def _full_sort_batch_eval(self, batched_data):
-    """``Trainer._full_sort_batch_eval``, then popularity scores for the rows a :class:`FallbackBatch` flags.
-
-    Fallback users have no item before the period, so there is nothing of theirs to mask again.
-    """
-    interaction, scores, positive_u, positive_i = _recbole_full_sort_batch_eval(self, batched_data)
-    if isinstance(batched_data, FallbackBatch) and bool(batched_data.rows.any()):
-        scores[batched_data.rows.to(scores.device)] = batched_data.scores.to(scores.device, scores.dtype)
-    return interaction, scores, positive_u, positive_i
-
-
-def _install_fallback_scoring() -> None:
-    """Wrap ``Trainer._full_sort_batch_eval`` with :func:`_full_sort_batch_eval`, once."""
-    global _recbole_full_sort_batch_eval
-    if _recbole_full_sort_batch_eval is None:
-        _recbole_full_sort_batch_eval = Trainer._full_sort_batch_eval
-        Trainer._full_sort_batch_eval = _full_sort_batch_eval
 
 
 class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
@@ -186,7 +163,6 @@ class PeriodSequentialEvalDataLoader(FullSortEvalDataLoader):
             f"Per-user sequential evaluation: {len(rows)} users of the period, of whom "
             f"{len(self.fallback_users)} without history before it are scored by train-split popularity (fallback)."
         )
-        _install_fallback_scoring()
         super().__init__(config, dataset.copy(rows), None)
 
     @staticmethod
@@ -229,7 +205,7 @@ def use_time_cuts(config, dataset) -> list[float] | None:
 
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation``, with the global temporal split fixed (see the module doc) and the
-    cold-start scenarios applied (:mod:`recbole_gfm.scenarios`)."""
+    cold-start scenarios applied (:mod:`recbole_gfm.data.scenarios`)."""
     interactions = None
     if is_global_time_split(config) and dataset.time_field in dataset.inter_feat:
         interactions = dataset.inter_feat[[dataset.uid_field, dataset.iid_field, dataset.time_field]].copy()

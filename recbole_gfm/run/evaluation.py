@@ -8,7 +8,7 @@ and feeds RecBole's own metric classes. It gives:
 interaction row, recorded under its user's token) the value of every top-k metric of
 ``config['metrics']`` (Hit, MRR, NDCG, Recall, Precision, MAP @ every k), from the metric's own
 ``metric_info`` rows, whose mean is RecBole's value: ``hit@10 = mean_u hit@10(u)``. Stored as
-float32 arrays beside the users' external tokens, in evaluation order (:mod:`recbole_gfm.per_user`).
+float32 arrays beside the users' external tokens, in evaluation order (:mod:`recbole_gfm.run.per_user`).
 
 **New and returning users.** When some evaluated user has no train interaction (a global temporal
 split), every top-k metric also for each group: ``hit@10[users=new]``, ``hit@10[users=returning]``,

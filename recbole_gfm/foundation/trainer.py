@@ -1,4 +1,4 @@
-"""Trainers for what RecBole's Trainer cannot already do (found by name: ``<Model>Trainer``)."""
+"""The foundation models' trainers: RecBole's, then the artifact written (a model names its own: ``trainer``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from recbole.trainer import TraditionalTrainer, Trainer
 
 from recbole_gfm.compat import is_leader
-from recbole_gfm.foundation import save_foundation
+from recbole_gfm.foundation.store import save_foundation
 
 
 def foundation_checkpoint(config, valid_data) -> str:
@@ -28,7 +28,7 @@ class FoundationExport:
     """
 
     foundation_path: str | None = None
-    resumable = False  # the best encoder lives in fit's memory, not in a snapshot (recbole_gfm.resume)
+    resumable = False  # the best encoder lives in fit's memory, not in a snapshot (recbole_gfm.run.resume)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """RecBole's validation; then the bar RecBole's ``early_stopping`` compares it with is raised

@@ -11,7 +11,7 @@ al., SIGIR 2023): items the model has never seen must be recommended from their 
 share of the items with interactions loses every train interaction; each moves to the validation
 or the test split by its user (a seeded half of the users validates, the other half tests), so
 early stopping sees held-out items too. Read it with the ``items=cold`` metrics
-(:mod:`recbole_gfm.evaluation`): the held-out items are exactly the test items without a train
+(:mod:`recbole_gfm.run.evaluation`): the held-out items are exactly the test items without a train
 interaction.
 
 **Type launch** (``launch_type: kids``, ``launch_keep: 0.05``): 2T-HGNN (Damianou et al., arXiv

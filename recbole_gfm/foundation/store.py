@@ -4,16 +4,17 @@ The foundation (item embeddings from the co-interaction graph and the item texts
 rarely and reused by every adapter run (2403.07478, section 3). Its artifact is a folder
 ``<cache_dir>/foundation/<dataset>-<fingerprint>/`` holding ``embeddings.safetensors``,
 ``encoder.safetensors`` and ``meta.json`` (fingerprint, item-id order, settings, versions, and the
-sha256 of the two other files), written atomically. Every read checks the hashes
-(:mod:`recbole_gfm.artifacts`): :func:`is_complete` moves a damaged artifact aside with one warning,
-so the run trains it again; the loaders raise :class:`CorruptArtifactError` naming the file.
+sha256 of the two other files), written atomically. A run reads it once, every hash checked
+(:mod:`recbole_gfm.artifacts`), into a :class:`Foundation` it hands to the model: the cache
+(:func:`read_cached`) moves a damaged artifact aside with one warning, so the run trains it
+again; :meth:`Foundation.read` of a given path raises :class:`CorruptArtifactError` naming the file.
 
 The fingerprint follows the project's one policy (:mod:`recbole_gfm.artifacts`): every resolved
 setting that can change a number, the train split and the item texts, the text encoder's identity
 (its files' hash), the code as parsed and the versions that matter. A second run with the same
 inputs reuses the artifact; a stale one is never read.
 
-This module imports neither the pipeline nor the models: the run (:mod:`recbole_gfm.quick_start`)
+This module imports neither the pipeline nor the models: the run (:mod:`recbole_gfm.run.stages`)
 trains a missing foundation before it builds the model that reads it.
 """
 
@@ -23,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from logging import getLogger
 
 import torch
@@ -41,7 +43,7 @@ from recbole_gfm.artifacts import (
     write_json,
     write_safetensors,
 )
-from recbole_gfm.compat import to_plain
+from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
 from recbole_gfm.data.text import encoder_identity
 from recbole_gfm.encoders import build_encoder, embed_without_edges
@@ -49,7 +51,7 @@ from recbole_gfm.encoders import build_encoder, embed_without_edges
 FOUNDATION_MODELS = ("HGNN", "Propagation")  # the foundation encoders a downstream model can name
 # The code whose numerics shape the embeddings (relative to the package) and the packages that do.
 FOUNDATION_CODE = (
-    "foundation.py", "encoders.py", "trainer.py", "data/graph.py", "data/link_loader.py", "data/text.py",
+    "foundation/", "encoders.py", "data/graph.py", "data/link_loader.py", "data/text.py",
     "model/hgnn.py", "model/propagation.py", "model/history_mean.py",
 )  # fmt: skip
 FOUNDATION_PACKAGES = ("torch", "torch-geometric", "recbole", "numpy", "scipy", "sentence-transformers")
@@ -161,7 +163,7 @@ def save_foundation(
         }
         meta["files"] = {name: write_safetensors(os.path.join(tmp, name), tensors[name]) for name in _TENSOR_FILES}
         write_json(os.path.join(tmp, "meta.json"), to_plain(meta))
-        if is_complete(path):  # an identical artifact from a concurrent or earlier run (a damaged one is moved aside)
+        if read_cached(path) is not None:  # an identical artifact from a concurrent or earlier run (a damaged one is moved aside)
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, path)
@@ -196,64 +198,67 @@ def _read_artifact(path: str) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]
     return meta, tensors
 
 
-def _checked_artifact(path: str) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
-    """:func:`_read_artifact` for a loader: a damaged artifact's error also says what to do."""
-    try:
-        return _read_artifact(path)
-    except CorruptArtifactError as e:
-        raise CorruptArtifactError(e.path, f"{e.problem}. {_DAMAGED.format(path=path)}") from None
+@dataclass
+class Foundation:
+    """A foundation artifact, read once with every file checked: the item embeddings, the encoder that
+    embeds items the graph does not know, and ``meta.json``. What the run hands to the models that read it."""
+
+    path: str
+    meta: dict
+    embeddings: torch.Tensor  # [n_items, d], in the artifact's catalogue order (meta["item_tokens"])
+    encoder_state: dict[str, torch.Tensor]
+
+    @classmethod
+    def read(cls, path: str) -> "Foundation":
+        """The artifact at ``path``; :class:`ConfigError` when there is none, :class:`CorruptArtifactError` when damaged."""
+        if not path or not os.path.isfile(os.path.join(path, "meta.json")):
+            raise ConfigError(
+                f"Foundation artifact '{path}' is incomplete or missing (expected meta.json, embeddings.safetensors and "
+                "encoder.safetensors). Runs through run_recbole_gfm.py prepare it; or point foundation_path at an artifact folder."
+            )
+        try:
+            meta, tensors = _read_artifact(path)
+        except CorruptArtifactError as e:
+            raise CorruptArtifactError(e.path, f"{e.problem}. {_DAMAGED.format(path=path)}") from None
+        return cls(path, meta, tensors["embeddings.safetensors"]["item_embeddings"], tensors["encoder.safetensors"])
+
+    @property
+    def train_time_s(self) -> float:
+        return float(self.meta.get("train_time_s", 0.0))
+
+    def item_embeddings(self, dataset) -> torch.Tensor:
+        """The embeddings [n_items, d], after checking they were made for ``dataset``'s catalogue."""
+        theirs, tokens = self.meta["item_tokens"], item_tokens(dataset)
+        if theirs != tokens:
+            first = next((i for i, (a, b) in enumerate(zip(theirs, tokens)) if a != b), min(len(tokens), len(theirs)))
+            raise ConfigError(
+                f"Foundation artifact '{self.path}' was made for another item catalogue ({len(theirs)} items, "
+                f"this dataset has {len(tokens)}; first difference at internal id {first}). Remove foundation_path "
+                "to train a foundation for this dataset, or point it at the artifact made from this dataset."
+            )
+        return self.embeddings
+
+    def encoder(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The trained encoder, in eval mode, on ``device``."""
+        encoder = build_encoder(self.meta["encoder_args"])
+        encoder.load_state_dict(self.encoder_state)
+        return encoder.to(device).eval()
+
+    @torch.no_grad()
+    def embed_without_edges(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Foundation embeddings of items unknown to the graph, from their text alone (the inductive case)."""
+        return embed_without_edges(self.encoder(text_features.device), text_features)
 
 
-def foundation_meta(path: str) -> dict:
-    """The artifact's ``meta.json``, after every file of the artifact passed its check."""
-    return _checked_artifact(path)[0]
-
-
-def is_complete(path: str) -> bool:
-    """True when the artifact folder exists and every file passes its check.
-
-    A folder that fails (a file missing, truncated, changed) is moved aside to
-    ``<path>.corrupt-<time>`` with one warning naming the file, so the caller can write it again.
-    """
+def read_cached(path: str) -> Foundation | None:
+    """The cached artifact at ``path``; None when there is none, or when it is damaged (then moved
+    aside to ``<path>.corrupt-<time>`` with one warning naming the file, so the run trains it again)."""
     if not os.path.isdir(path):
-        return False
+        return None
     try:
-        _read_artifact(path)
+        meta, tensors = _read_artifact(path)
     except CorruptArtifactError as e:
         aside = move_aside(path)
         getLogger().warning(f"foundation artifact: {e}; moved {path} aside to {aside}, to be made again")
-        return False
-    return True
-
-
-def load_foundation(path: str, dataset) -> torch.Tensor:
-    """Item embeddings [n_items, d] from an artifact folder, checked against ``dataset``'s catalogue."""
-    if not path or not os.path.isfile(os.path.join(path, "meta.json")):
-        raise ConfigError(
-            f"Foundation artifact '{path}' is incomplete or missing (expected meta.json, embeddings.safetensors and "
-            "encoder.safetensors). Runs through run_recbole_gfm.py prepare it; or point foundation_path at an artifact folder."
-        )
-    meta, tensors = _checked_artifact(path)
-    tokens = item_tokens(dataset)
-    if meta["item_tokens"] != tokens:
-        first = next((i for i, (a, b) in enumerate(zip(meta["item_tokens"], tokens)) if a != b), min(len(tokens), len(meta["item_tokens"])))
-        raise ConfigError(
-            f"Foundation artifact '{path}' was made for another item catalogue ({len(meta['item_tokens'])} items, "
-            f"this dataset has {len(tokens)}; first difference at internal id {first}). Remove foundation_path "
-            "to train a foundation for this dataset, or point it at the artifact made from this dataset."
-        )
-    return tensors["embeddings.safetensors"]["item_embeddings"]
-
-
-def load_encoder(path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The trained encoder of an artifact, in eval mode, on ``device``."""
-    meta, tensors = _checked_artifact(path)
-    encoder = build_encoder(meta["encoder_args"])
-    encoder.load_state_dict(tensors["encoder.safetensors"])
-    return encoder.to(device).eval()
-
-
-@torch.no_grad()
-def embed_new_items(path: str, text_features: torch.Tensor) -> torch.Tensor:
-    """Foundation embeddings of items unknown to the graph, from their text alone (the inductive case)."""
-    return embed_without_edges(load_encoder(path, text_features.device), text_features)
+        return None
+    return Foundation(path, meta, tensors["embeddings.safetensors"]["item_embeddings"], tensors["encoder.safetensors"])

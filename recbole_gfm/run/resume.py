@@ -15,7 +15,7 @@ A run that finds its own snapshot restores it and goes on from the next epoch. I
 training ends, or fails (a re-run would only fail again); Ctrl-C or SIGTERM keeps it.
 
 Scope: one-process runs of RecBole's Trainer. A multi-process run's ranks each hold other random
-streams, and a foundation's trainer (:class:`recbole_gfm.trainer.FoundationExport`) keeps its best
+streams, and a foundation's trainer (:class:`recbole_gfm.foundation.trainer.FoundationExport`) keeps its best
 encoder in memory: those train from the start (``resumable = False``).
 """
 
@@ -35,7 +35,7 @@ from recbole_gfm.artifacts import (
     CorruptArtifactError, atomic_write, content_hash, fingerprint, move_aside, package_versions, result_code_fingerprint,
     settings_fingerprint,
 )  # fmt: skip
-from recbole_gfm.compat import encode_other_parameter, to_plain
+from recbole_gfm.checkpoint import encode_other_parameter, to_plain
 
 SNAPSHOT_FORMAT = 1
 

@@ -14,7 +14,7 @@ import recbole_gfm
 
 LAYERS = [
     ["recbole_gfm", "compat", "artifacts", "significance", "per_user"],  # no recbole_gfm imports but these
-    ["config"],
+    ["config", "schema"],
     ["data", "protocol"],
     ["encoders"],  # the foundation networks, plain torch
     ["foundation"],  # the artifact store

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from recbole.utils import init_seed
 
+from recbole_gfm.artifacts import CorruptArtifactError
 from recbole_gfm.compat import load_checkpoint
 from recbole_gfm.config import MULTI_PROCESS_KEYS, Config, ConfigError
 from recbole_gfm.data.text import encode_texts
@@ -117,7 +118,12 @@ def rebuild_run(checkpoint_file: str, device: str | None = None):
 
     The split is rebuilt through the plugin's protocol and must be the one recorded at training time.
     """
-    checkpoint = load_checkpoint(checkpoint_file)
+    try:
+        checkpoint = load_checkpoint(checkpoint_file)
+    except FileNotFoundError:
+        raise ConfigError(f"{checkpoint_file}: no such checkpoint file.") from None
+    except CorruptArtifactError as e:
+        raise ConfigError(f"{e} (A checkpoint travels with the .sha256 file training writes beside it: copy both.)") from None
     settings = checkpoint["config"]
     if settings["model"] != "GFM":
         raise ConfigError(f"{checkpoint_file} holds a {settings['model']} model; Recommender serves GFM runs.")

@@ -24,10 +24,13 @@ loaders, and writes the checkpoint, the result file, the logs and any artifact.
 from __future__ import annotations
 
 import copy
+import ctypes
 import importlib
 import os
 import pickle
+import signal
 import socket
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from logging import getLogger
 from typing import Any, Callable
 
+import psutil
 import torch
 import torch.distributed as dist
 import torch.multiprocessing
@@ -55,6 +59,7 @@ from recbole_gfm.trainer import foundation_checkpoint
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
 PREPARABLE = ("ml-1m", "ml-100k-typed", "ml-1m-typed")
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def check_dataset_files(config: Config) -> None:
@@ -151,8 +156,41 @@ def launch_plan(config: Config) -> Launch | None:
             try:
                 probe.bind(("", port))
             except OSError as e:
-                raise ConfigError(f"port {port} is in use on this machine ({e.strerror}): choose a free one with --port=N.") from None
+                raise ConfigError(
+                    f"port {port} is in use on this machine ({e.strerror}{port_holder(port)}): choose a free one with --port=N."
+                ) from None
     return Launch(nproc, world_size, ip, port, offset, threads=max(1, torch.get_num_threads() // nproc))
+
+
+def port_holder(port: int) -> str:
+    """``", held by pid N (its command line)"`` for the processes listening on TCP ``port`` here that this
+    user can see (psutil), or where to look when none can be seen."""
+    try:
+        pids = sorted({c.pid for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port and c.pid})
+    except psutil.AccessDenied:
+        pids = []
+    holders = []
+    for pid in pids:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            command = "?"
+        holders.append(f"pid {pid} ({command[:160]})")
+    if not holders:
+        return f"; its process is not visible to this user: 'ss -ltnp sport = :{port}' as root names it"
+    return ", held by " + ", ".join(holders)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when process ``parent`` (the one that started it) dies, even
+    by kill -9 (Linux's parent-death signal; elsewhere nothing). Exits at once if it is gone already."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the signal was set
+        os._exit(1)
 
 
 def single_process_view(config: Config) -> Config:
@@ -263,11 +301,12 @@ def spawn(plan: Launch, job: tuple) -> dict[str, Any] | None:
 
     As RecBole's ``run_recboles`` (``torch.multiprocessing.spawn``: a failed rank stops the others),
     but the record comes back through a file, not a pipe a large record would block on, and an
-    error raised in a rank (a ConfigError ...) is raised here as it was.
+    error raised in a rank (a ConfigError ...) is raised here as it was. The ranks die with this
+    process, however it ends (:func:`die_with_parent`): none trains on, or holds the port, alone.
     """
     with tempfile.TemporaryDirectory(prefix="recbole_gfm-ranks-") as outbox:
         try:
-            torch.multiprocessing.spawn(_rank_main, args=(plan, job, outbox), nprocs=plan.nproc, join=True)
+            torch.multiprocessing.spawn(_rank_main, args=(plan, job, outbox, os.getpid()), nprocs=plan.nproc, join=True)
         except torch.multiprocessing.ProcessRaisedException as failure:
             error = _read(outbox, "error")
             if error is None:
@@ -276,8 +315,9 @@ def spawn(plan: Launch, job: tuple) -> dict[str, Any] | None:
         return _read(outbox, "record")
 
 
-def _rank_main(local_rank: int, plan: Launch, job: tuple, outbox: str) -> None:
-    """One spawned process: rank ``plan.offset + local_rank`` of the run."""
+def _rank_main(local_rank: int, plan: Launch, job: tuple, outbox: str, parent: int) -> None:
+    """One spawned process: rank ``plan.offset + local_rank`` of the run, started by process ``parent``."""
+    die_with_parent(parent)
     model, dataset, config_file_list, settings, overrides, saved, evaluate_test, callback_fn, foundation_callback_fn = job
     torch.set_num_threads(plan.threads)
     try:

@@ -145,6 +145,15 @@ class Config(RecBoleConfig):
         if update_config is not None:  # e.g. MultiTypeDataset: load_col shows the item fields it loads
             update_config(self)
 
+    def __str__(self) -> str:
+        """RecBole's listing, ``use_gpu`` as the run uses it (RecBole's default True is False on a CPU run)."""
+        final = self.final_config_dict
+        self.final_config_dict = {**final, "use_gpu": torch.device(final["device"]).type == "cuda"}
+        try:
+            return super().__str__()
+        finally:
+            self.final_config_dict = final
+
     def _load_config_files(self, file_list):
         self._file_layers = [(path, load_yaml(path, self.yaml_loader)) for path in file_list or []]
         merged: dict[str, Any] = {}

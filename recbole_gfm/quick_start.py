@@ -44,7 +44,7 @@ import torch.distributed as dist
 import torch.multiprocessing
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_trainer as recbole_get_trainer
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import dict2str, init_logger, init_seed, set_color
 
 from recbole_gfm.artifacts import exclusive, package_versions, write_json
 from recbole_gfm.compat import is_leader, to_plain, wait_for_rank0
@@ -404,6 +404,11 @@ def run_process(
         if trainer.cur_step == 0:
             progress["best"] = {"epoch": epoch, "seconds": time.perf_counter() - start}
         progress["curve"].append((epoch, score))
+        if leader:  # the console's progress, as a benchmark's cells show theirs
+            logger.info(
+                set_color("validation", "blue") + f": epoch {epoch} {config['valid_metric'].lower()} {score:.4f}, best "
+                f"{trainer.best_valid_score:.4f} (epoch {progress['best'].get('epoch')}), {time.perf_counter() - start:.1f} s elapsed"
+            )
         if resume:
             resume.save(epoch, {**progress, "seconds": time.perf_counter() - start})
         if callback_fn is not None and leader:  # benchmark hook: progress lines
@@ -439,8 +444,8 @@ def run_process(
         test_result.update({k: v for k, v in full.metrics.items() if k not in test_result})
         per_type_cases, per_user = full.cases, per_user_record(full.per_user)
 
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(set_color("best valid ", "yellow") + f": {dict2str(best_valid_result or {})}")
+    logger.info(set_color("test result", "yellow") + f": {dict2str(test_result)}")
     record = {
         "model": config["model"],
         "dataset": config["dataset"],

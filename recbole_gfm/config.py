@@ -6,6 +6,10 @@ own defaults):
     RecBole overall -> RecBole model -> RecBole dataset
     -> recbole_gfm/properties/overall.yaml -> properties/model/<Model>.yaml
     -> properties/dataset/<dataset>.yaml -> user config files -> config_dict -> command line
+
+Each layer but RecBole's own is checked against the schema (:mod:`recbole_gfm.schema`) before
+anything is resolved: a value of the wrong type, range or choice is an error naming its file (or
+``config_dict``, ``command line``), the key and the fix.
 """
 
 from __future__ import annotations
@@ -210,12 +214,6 @@ class Config(RecBoleConfig):
                 problems.append(str(e))
         if problems:
             raise SettingsError("\n".join(problems))
-
-    def _set_default_parameters(self) -> None:
-        super()._set_default_parameters()
-        from recbole_gfm.schema import check_resolved
-
-        check_resolved(self.final_config_dict)
 
     def _init_device(self) -> None:
         """RecBole's device choice from ``use_gpu`` / ``gpu_id``, honoured, and a clear error without CUDA.

@@ -55,6 +55,7 @@ from recbole_gfm.foundation import artifact_dir, dataset_fingerprint, foundation
 from recbole_gfm.per_user import per_user_record
 from recbole_gfm.protocol import data_preparation
 from recbole_gfm.resume import TrainingResume
+from recbole_gfm.schema import check_resolved
 from recbole_gfm.trainer import foundation_checkpoint
 
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
@@ -286,6 +287,7 @@ def run(
     ``epochs_trained`` and ``stopped_early`` (ended by early stopping, not by ``epochs``).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
+    check_resolved(config.final_config_dict)  # what training will need of the settings, before any data
     plan = launch_plan(config) if config["single_spec"] else None  # a rank (local_rank given) runs as it is
     if plan is None:
         return run_process(config, saved, evaluate_test, callback_fn, foundation_callback_fn)

@@ -266,7 +266,7 @@ RULES: dict[str, dict[str, Any]] = {
     "graph_min_cocount": dict(low=1, nullable=False),
     "graph_topk": dict(low=1),
     "graph_time_window": dict(low=0, above=True),
-    "fanouts": dict(low=1, nullable=False),
+    "fanouts": dict(low=0, nullable=False),  # 0: every neighbour
     "inference_fanouts": dict(low=0),
     "num_negatives": dict(low=0, nullable=False),
     "hard_negatives": dict(low=0, nullable=False),
@@ -537,8 +537,9 @@ def check_settings(settings: Mapping[str, Any], where: str, *, model: str | type
 
 
 def check_resolved(final: Mapping[str, Any]) -> None:
-    """What no single layer can check: ``valid_metric`` must be among the ``metrics`` and ``topk`` RecBole
-    computes (else training stops with a KeyError after its first epoch). ``final``: a resolved config."""
+    """What no single layer can check, for a run that trains: ``valid_metric`` must be among the
+    ``metrics`` and ``topk`` RecBole computes (else training stops with a KeyError after its first
+    validation). ``final``: a resolved config (a Config that only evaluates needs no valid_metric)."""
     name, _, k = str(final["valid_metric"]).lower().partition("@")
     computed = [m.lower() for m in final["metrics"]]
     if name not in computed:

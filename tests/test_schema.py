@@ -15,6 +15,7 @@ import pytest
 
 from recbole_gfm import cli
 from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
+from recbole_gfm.quick_start import run
 from recbole_gfm.schema import SettingsError, check_settings, check_space, schema
 
 
@@ -97,11 +98,12 @@ def test_types_ranges_and_choices(settings, message):
     assert str(error.value).startswith(f"config_dict: {message}")
 
 
-def test_a_valid_metric_that_is_not_computed_is_an_error():
+def test_a_valid_metric_that_is_not_computed_is_an_error_before_any_data(no_data):
     with pytest.raises(SettingsError, match=r"valid_metric NDCG@20 is not computed: topk is \[10\]. Add 20 to topk"):
-        Config("BPR", "ml-100k", config_dict={"valid_metric": "NDCG@20"})
+        run("BPR", "ml-100k", config_dict={"valid_metric": "NDCG@20"})
     with pytest.raises(SettingsError, match=r"valid_metric MAP@10 is not computed: metrics are"):
-        Config("BPR", "ml-100k", config_dict={"valid_metric": "MAP@10"})
+        run("BPR", "ml-100k", config_dict={"valid_metric": "MAP@10"})
+    Config("BPR", "ml-100k", config_dict={"topk": [1, 2]})  # a config that only evaluates needs no valid_metric
 
 
 def test_an_unknown_top_level_key_of_a_run_warns_with_the_closest_match(caplog):

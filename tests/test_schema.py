@@ -186,3 +186,9 @@ def test_the_schema_is_derived_from_the_properties_files():
     assert schema("GFM")["mlp_hidden_sizes"].items == "int"  # (list of int)
     assert schema()["nproc"].describe() == "an integer >= 1"  # documented, commented out, in overall.yaml
     assert "amazon-books" not in schema()  # RecBole's url.yaml lists datasets, not keys
+
+
+def test_the_foundation_encoders_are_the_stores():
+    from recbole_gfm import foundation, schema as schema_module
+
+    assert schema_module.FOUNDATION_MODELS == foundation.FOUNDATION_MODELS

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 
 from recbole_gfm.config import ConfigError
@@ -19,7 +21,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     )
     parser.add_argument("--model", "-m", default=None, help="model name, e.g. GFM, HGNN, LightGCN, SASRec")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name, e.g. ml-100k")
-    parser.add_argument("--config_files", default=None, help="space-separated YAML properties files")
+    parser.add_argument(
+        "--config_files", default=None,
+        help="YAML properties files, separated by spaces; quote a path that holds spaces (\"'my dir/a.yaml' b.yaml\")",
+    )
     parser.add_argument("--nosave", action="store_true", help="do not save the best checkpoint")
     parser.add_argument(
         "--protocol", default=None, help="named split protocol: temporal, rs811 or loo (properties/protocol/NAME.yaml)"
@@ -56,13 +61,25 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     return args, overrides
 
 
+def config_file_list(value: str | None) -> list[str]:
+    """The files of ``--config_files``: one existing file as it is (spaces and all), else split as a shell would."""
+    if not value:
+        return []
+    if os.path.isfile(value):
+        return [value]
+    try:
+        return shlex.split(value)
+    except ValueError as e:  # an unclosed quote
+        raise ConfigError(f"--config_files {value!r}: {e}; quote each path that holds spaces.") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     from recbole_gfm.data.protocol import protocol_file
     from recbole_gfm.quick_start import run
 
-    config_files = args.config_files.split() if args.config_files else []
     try:
+        config_files = config_file_list(args.config_files)
         if args.benchmark:
             if args.model or args.dataset or config_files or args.protocol:
                 raise ConfigError("--benchmark takes its models, datasets and config files from the benchmark file.")

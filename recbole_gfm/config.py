@@ -6,14 +6,15 @@ own defaults):
     RecBole overall -> RecBole model -> RecBole dataset
     -> recbole_gfm/properties/overall.yaml -> properties/model/<Model>.yaml
     -> properties/dataset/<dataset>.yaml -> user config files -> config_dict -> command line
+
+Each layer but RecBole's own is checked against the schema (:mod:`recbole_gfm.schema`) before
+anything is resolved: a value of the wrong type, range or choice is an error naming its file (or
+``config_dict``, ``command line``), the key and the fix.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-from functools import lru_cache
-from logging import getLogger
 from typing import Any
 
 import torch
@@ -23,8 +24,9 @@ from recbole.utils import ModelType
 
 from recbole_gfm.errors import ConfigError  # noqa: F401  (recbole_gfm.config.ConfigError, as users know it)
 from recbole_gfm.registry import get_model
+from recbole_gfm.schema import PROPERTIES_DIR, yaml_loader
+from recbole_gfm.settings import SettingsError, check_settings
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 # RecBole's multi-process keys (its ``run`` sets them; no properties file defines them), and the
 # rank a launcher gives each process (recbole_gfm.quick_start.run).
 MULTI_PROCESS_KEYS = ("nproc", "world_size", "ip", "port", "offset", "local_rank")
@@ -38,13 +40,13 @@ def _parse_device(key: str, value: Any) -> torch.device:
         raise ConfigError(f"{key} '{value}' is not a device: use cpu, cuda or cuda:N.") from None
 
 
-def load_yaml(path: str, loader=yaml.FullLoader) -> dict[str, Any]:
-    """Read a YAML properties file; a syntax error names the file and line."""
+def load_yaml(path: str, loader: type | None = None) -> dict[str, Any]:
+    """Read a YAML properties file (with RecBole's loader by default); a syntax error names the file and line."""
     if not os.path.isfile(path):
         raise ConfigError(f"Config file '{path}' does not exist.")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.load(f.read(), Loader=loader)
+            data = yaml.load(f.read(), Loader=loader or yaml_loader())
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
@@ -56,24 +58,6 @@ def load_yaml(path: str, loader=yaml.FullLoader) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of 'key: value' lines, not a {type(data).__name__}.")
     return data
-
-
-@lru_cache(maxsize=None)
-def known_keys() -> frozenset[str]:
-    """Every key some RecBole or plugin properties file, or RecBole's argument lists, define."""
-    from recbole.config import configurator
-
-    keys: set[str] = set()
-    for args in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
-        keys.update(getattr(configurator, args, []))
-    roots = [os.path.join(os.path.dirname(configurator.__file__), "..", "properties"), PROPERTIES_DIR]
-    for root in roots:
-        for folder, _, files in os.walk(root):
-            for name in files:
-                if name.endswith(".yaml") and "benchmark" not in folder:
-                    keys.update(load_yaml(os.path.join(folder, name)))
-    keys.update({"model", "dataset", "config_files", "benchmark", *MULTI_PROCESS_KEYS})
-    return frozenset(keys)
 
 
 class Config(RecBoleConfig):
@@ -102,12 +86,21 @@ class Config(RecBoleConfig):
         update_config = getattr(getattr(self.model_class, "dataset_class", None), "update_config", None)
         if update_config is not None:  # e.g. MultiTypeDataset: load_col shows the item fields it loads
             update_config(self)
-        self._warn_unknown_keys()
+
+    def __str__(self) -> str:
+        """RecBole's listing, ``use_gpu`` as the run uses it (RecBole's default True is False on a CPU run)."""
+        final = self.final_config_dict
+        self.final_config_dict = {**final, "use_gpu": torch.device(final["device"]).type == "cuda"}
+        try:
+            return super().__str__()
+        finally:
+            self.final_config_dict = final
 
     def _load_config_files(self, file_list):
+        self._file_layers = [(path, load_yaml(path, self.yaml_loader)) for path in file_list or []]
         merged: dict[str, Any] = {}
-        for path in file_list or []:
-            merged.update(load_yaml(path, self.yaml_loader))
+        for _, layer in self._file_layers:
+            merged.update(layer)
         return merged
 
     def _load_cmd_line(self):
@@ -127,6 +120,7 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        layers = []
         for path in (
             os.path.join(PROPERTIES_DIR, "overall.yaml"),
             os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
@@ -134,10 +128,28 @@ class Config(RecBoleConfig):
         ):
             if os.path.isfile(path):
                 layer = load_yaml(path, self.yaml_loader)
+                layers.append((path, layer))
                 self.internal_config_dict.update(layer)
                 if os.path.basename(os.path.dirname(path)) == "dataset":
                     self.parameters["Dataset"] += [k for k in layer if k not in self.parameters["Dataset"]]
+        self._check_layers(model_class, layers)
         self._default_sequential_ce_sampling()
+
+    def _check_layers(self, model_class: type, properties: list[tuple[str, dict]]) -> None:
+        """Every layer against the schema (:mod:`recbole_gfm.schema`), before RecBole resolves anything.
+
+        A wrong type, range or choice is a SettingsError naming the file (``config_dict``, ``command
+        line``) and the key; an unknown top-level key is a warning with its closest match.
+        """
+        layers = [*properties, *self._file_layers, ("config_dict", self.variable_config_dict), ("command line", self.cmd_config_dict)]
+        problems = []
+        for where, layer in layers:
+            try:
+                check_settings(layer, where, model=model_class, unknown="warn")
+            except SettingsError as e:
+                problems.append(str(e))
+        if problems:
+            raise SettingsError("\n".join(problems))
 
     def _init_device(self) -> None:
         """RecBole's device choice from ``use_gpu`` / ``gpu_id``, honoured, and a clear error without CUDA.
@@ -201,12 +213,3 @@ class Config(RecBoleConfig):
             and "train_neg_sample_args" not in self.external_config_dict
         ):
             self.internal_config_dict["train_neg_sample_args"] = None
-
-    def _warn_unknown_keys(self) -> None:
-        known = known_keys()
-        logger = getLogger()
-        for key in self.external_config_dict:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=3)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                logger.warning(f"Config key '{key}' is not used by RecBole or recbole_gfm.{hint}")

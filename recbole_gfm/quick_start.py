@@ -13,14 +13,15 @@ from logging import getLogger
 from typing import Any, Callable
 
 import torch
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import dict2str, init_logger, init_seed, set_color
 
 from recbole_gfm.compat import is_leader
 from recbole_gfm.config import Config
 from recbole_gfm.data.validate import validate_atomic_files
+from recbole_gfm.settings import check_resolved
 from recbole_gfm.run.launch import RunJob, launch_plan, rank0_first, spawn, without_multi_process_keys
 from recbole_gfm.run.stages import (
-    build_model, check_dataset_files, evaluate, fit, prepare_data, prepare_foundation, result_record, write_result,
+    build_model, check_dataset_files, evaluate, fit, model_inputs, prepare_data, result_record, write_result,
 )  # fmt: skip
 
 
@@ -60,6 +61,7 @@ def run(
     split); the record keeps it as ``evaluation_split``.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_overrides)
+    check_resolved(config.final_config_dict)  # what training will need of the settings, before any data
     job = RunJob(model, dataset, config_file_list, without_multi_process_keys(config_dict), without_multi_process_keys(cmd_overrides),
                  saved, evaluate_test, callback_fn, foundation_callback_fn, on_split)  # fmt: skip
     plan = launch_plan(config) if config["single_spec"] else None  # a rank (local_rank given) runs as it is
@@ -83,16 +85,23 @@ def run_process(config: Config, job: RunJob) -> dict[str, Any] | None:
     logger.info(config)
 
     split = prepare_data(config, job.evaluate_test, job.on_split)
+    foundation = None
     with rank0_first(config):  # the foundation and the caches a model's inputs fill are written once
-        foundation = prepare_foundation(config, split, job.foundation_callback_fn if leader else None)
-        model = build_model(config, split, foundation)
+        if model_inputs(config):
+            # imported by the runs of models that read inputs only: a RecBole model's run carries none of their code
+            from recbole_gfm.run import inputs
+
+            foundation = inputs.prepare_foundation(config, split, job.foundation_callback_fn if leader else None)
+            model = inputs.build_with_inputs(config, split, foundation)
+        else:
+            model = build_model(config, split)
     logger.info(model)
     result = fit(config, model, split, job.saved, job.callback_fn, leader, foundation.path if foundation else None)
     evaluation = evaluate(config, result, split, job.saved)
     if evaluation is None:  # a rank other than 0: the record is rank 0's
         return None
-    logger.info(set_color("best valid ", "yellow") + f": {result.best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {evaluation.test_result}")
+    logger.info(set_color("best valid ", "yellow") + f": {dict2str(result.best_valid_result)}")
+    logger.info(set_color("test result", "yellow") + f": {dict2str(evaluation.test_result)}")
     record = result_record(config, split, result, evaluation, foundation, job.saved)
     path = write_result(config, record)
     if path:

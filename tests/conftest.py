@@ -93,3 +93,18 @@ def typed_overrides(typed: dict, **extra) -> dict:
     settings.update({"per_type_eval": False, "foundation": {"epochs": 1, "eval_step": 1}})
     settings.update(extra)
     return settings
+
+
+# Test tiers: a test that requests one of these fixtures runs the pipeline on data (RecBole's
+# dataset, a split, a training run, a subprocess): it is marked e2e. The fast tier is
+# `bash scripts/test.sh -m "not e2e"`; `bash scripts/test.sh` runs everything (CI).
+PIPELINE_FIXTURES = frozenset({
+    "workdir", "ml100k_slice", "typed_slice", "typed_data", "genre_slice", "planted", "temporal_run", "clean_run",
+    "foundation_settings", "split", "tiny", "tiny_new_user",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.e2e)

@@ -306,7 +306,7 @@ def test_a_damaged_cell_is_named_moved_aside_and_run_again(typed_data, tmp_path,
     path = write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1], max_epochs=2)
     assert run_benchmark(path) == 0
     out = capsys.readouterr().out
-    assert "    epoch 1: valid mrr@10 " in out and "    epoch 2: valid mrr@10 " in out, "a progress line per validation"
+    assert "    epoch 1: valid ndcg@10 " in out and "    epoch 2: valid ndcg@10 " in out, "a progress line per validation"
     (cell,) = (tmp_path / "out" / "cells").glob("*.json")
     vectors = cell.with_name(cell.name.removesuffix(".json") + ".per_user.npz")
     logged = (tmp_path / "out" / "logs" / cell.name.replace(".json", ".log")).read_text()

@@ -25,7 +25,7 @@ from recbole_gfm.bench.cells import per_user_path
 from recbole_gfm.bench.spec import BenchmarkError
 from recbole_gfm.run.per_user import load_per_user
 
-pytestmark = pytest.mark.e2e
+
 
 
 def make_board(folder, data_path: str, **changes) -> str:

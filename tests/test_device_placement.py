@@ -18,7 +18,8 @@ from recbole_gfm.config import Config
 from recbole_gfm.model.gfm import GFM
 from recbole_gfm.model.hgnn import HGNN
 from recbole_gfm.registry import training_data
-from recbole_gfm.run.stages import build_model, prepare_data, prepare_foundation
+from recbole_gfm.run.inputs import build_with_inputs, prepare_foundation
+from recbole_gfm.run.stages import prepare_data
 
 
 class DeviceRecorder(TorchDispatchMode):
@@ -47,7 +48,7 @@ def setup(typed: dict, model: str, device: str = "cpu", **settings):
     config = Config(model, typed["dataset"], config_dict=typed_overrides(typed, use_gpu=device != "cpu", **settings))
     init_seed(config["seed"], config["reproducibility"])
     split = prepare_data(config)
-    model_obj = build_model(config, split, prepare_foundation(config, split))
+    model_obj = build_with_inputs(config, split, prepare_foundation(config, split))
     batch = next(iter(training_data(config, split.train_data))).to(config["device"])
     return config, model_obj, batch
 

@@ -60,9 +60,9 @@ def test_cpu_requests(visible_devices, caplog):
 
 
 def test_bad_device_values_name_the_key(visible_devices):
-    with pytest.raises(ConfigError, match="device 'tpu0' is not a device: use cpu, cuda or cuda:N"):
+    with pytest.raises(ConfigError, match="command line: 'device' is not a device torch knows, got 'tpu0'. Set 'device' to cpu, cuda or cuda:N"):
         Config("BPR", "ml-100k", cmd_overrides={"device": "tpu0"})
-    with pytest.raises(ConfigError, match="text_device 'gpu' is not a device"):
+    with pytest.raises(ConfigError, match="command line: 'text_device' is not a device torch knows, got 'gpu'"):
         Config("BPR", "ml-100k", cmd_overrides={"text_device": "gpu"})
     with pytest.raises(ConfigError, match="device and use_gpu are both set"):
         Config("BPR", "ml-100k", cmd_overrides={"device": "cpu", "use_gpu": "True"})

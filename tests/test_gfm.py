@@ -11,7 +11,8 @@ from recbole_gfm.config import Config, ConfigError
 from recbole_gfm.data.graph import build_cointeraction_graph, interactions_before
 from recbole_gfm.foundation.store import Foundation, foundation_config
 from recbole_gfm.model.gfm import GFM
-from recbole_gfm.run.stages import build_model, prepare_data, prepare_foundation
+from recbole_gfm.run.inputs import build_with_inputs, prepare_foundation
+from recbole_gfm.run.stages import prepare_data
 
 
 def build(typed: dict, **settings):
@@ -19,7 +20,7 @@ def build(typed: dict, **settings):
     config = Config("GFM", typed["dataset"], config_dict=typed_overrides(typed, **settings))
     init_seed(config["seed"], config["reproducibility"])
     split = prepare_data(config)
-    model = build_model(config, split, prepare_foundation(config, split))
+    model = build_with_inputs(config, split, prepare_foundation(config, split))
     return config, split.train_data, split.test_data, model
 
 
@@ -114,8 +115,8 @@ def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monk
     def no_foundation(*args, **kwargs):
         raise AssertionError("w/o GNN must not touch the foundation")
 
-    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", no_foundation)
-    monkeypatch.setattr("recbole_gfm.run.stages.read_cached", no_foundation)
+    monkeypatch.setattr("recbole_gfm.run.inputs.train_foundation", no_foundation)
+    monkeypatch.setattr("recbole_gfm.run.inputs.read_cached", no_foundation)
     _, _, _, no_gnn = build(typed_slice, use_foundation=False)
     assert no_gnn.content.shape[1] == 384 and no_gnn.foundation is None
     assert torch.allclose(no_gnn.content, both.content[:, 128:])
@@ -124,7 +125,7 @@ def test_variant_switches_change_the_inputs_they_name(typed_slice, workdir, monk
 
 
 def test_per_type_variant_scores_each_item_with_its_types_towers(typed_slice, workdir, monkeypatch):
-    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", lambda *a, **k: pytest.fail("not needed"))
+    monkeypatch.setattr("recbole_gfm.run.inputs.train_foundation", lambda *a, **k: pytest.fail("not needed"))
     _, _, test_data, model = build(typed_slice, unified=False, use_foundation=False)
     assert len(model.towers) == model.n_types
     model.eval()

@@ -15,7 +15,7 @@ import recbole_gfm
 LAYERS = [
     # no recbole_gfm imports but these; the registry finds models by name (RecBole's convention)
     ["recbole_gfm", "errors", "artifacts", "checkpoint", "compat", "registry"],
-    ["config"],
+    ["schema", "settings", "config"],  # the keys' schema, the checks against it, RecBole's Config
     ["data"],  # datasets, validation, protocols and scenarios, text vectors, the graph, link batches
     ["encoders"],  # the foundation networks, plain torch
     ["foundation"],  # the foundation's trainer and artifact store

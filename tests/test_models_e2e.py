@@ -73,7 +73,7 @@ def test_gfm_trains_its_foundation_once_then_reuses_it(typed_slice, workdir, mon
     def no_second_foundation_run(*args, **kwargs):
         raise AssertionError("the cached foundation should have been reused")
 
-    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", no_second_foundation_run)
+    monkeypatch.setattr("recbole_gfm.run.inputs.train_foundation", no_second_foundation_run)
     second = run("GFM", typed_slice["dataset"], config_dict=settings)
     assert second["test_result"] == first["test_result"], "same seed, same numbers, cache warm or cold"
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections import defaultdict
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -27,7 +32,8 @@ from recbole_gfm.inference import Recommender
 from recbole_gfm.quick_start import run
 from recbole_gfm.registry import get_trainer
 from recbole_gfm.run.launch import Launch, launch_plan, single_process_view
-from recbole_gfm.run.stages import build_model, prepare_data, prepare_foundation
+from recbole_gfm.run.inputs import build_with_inputs, prepare_foundation
+from recbole_gfm.run.stages import prepare_data
 
 SMALL = {
     "BPR": {"embedding_size": 16},
@@ -60,7 +66,7 @@ def free_port() -> int:
     "values, message",
     [
         ({"nproc": 0}, "nproc must be at least 1"),
-        ({"nproc": "2"}, "nproc must be an integer"),
+        ({"nproc": "2"}, "nproc: expected an integer, got .2."),
         ({"nproc": 2, "world_size": 1}, "world_size=1, nproc=2, offset=0"),
         ({"nproc": 2, "world_size": 3, "offset": 2}, "must lie in 0 .. world_size - 1"),
         ({"nproc": 2, "port": 70000}, "port must be in 1 .. 65535"),
@@ -76,7 +82,8 @@ def test_a_port_in_use_and_too_few_gpus_are_clear_errors(monkeypatch):
         busy.bind(("", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(ConfigError, match=f"port {port} is in use on this machine.*--port=N"):
+        # the process that holds it is named: here, this test's own
+        with pytest.raises(ConfigError, match=rf"port {port} is in use on this machine \(.*, held by pid {os.getpid()} \(.*python.*--port=N"):
             launch_plan(settings(nproc=2, port=port))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match="nproc=2 on CUDA needs one GPU per process.*--gpu_id=0,1"):
@@ -109,7 +116,7 @@ def alone(record: dict, model: str, dataset: str, overrides: dict) -> tuple[dict
     init_seed(config["seed"], config["reproducibility"])
     split = prepare_data(config)
     train_data, valid_data, test_data = split.train_data, split.valid_data, split.test_data
-    trainer = get_trainer(config)(config, build_model(config, split, prepare_foundation(config, split), seed=False))
+    trainer = get_trainer(config)(config, build_with_inputs(config, split, prepare_foundation(config, split), seed=False))
     test = dict(trainer.evaluate(test_data, model_file=record["saved_model_file"]))
     full = evaluate_full(trainer, train_data, test_data, config["per_type_eval"])
     test.update({k: v for k, v in full.metrics.items() if k not in test})
@@ -199,3 +206,49 @@ def test_a_benchmark_cell_on_two_processes_is_stored_once(ml100k_slice, tmp_path
     assert record["config"]["nproc"] == 2 and record["test_result"]["hit@10"] > 0
     cell_checkpoints = tmp_path / "out" / "checkpoints" / stored[0].removesuffix(".json")
     assert len(os.listdir(tmp_path / "out" / "checkpoints")) == 1 and len(os.listdir(cell_checkpoints)) == 2  # one checkpoint and its hash
+
+
+@pytest.mark.slow
+def test_the_ranks_die_with_their_parent_even_by_kill_9(ml100k_slice, workdir):
+    """The issue's case: kill -9 of a --nproc=2 run started in the background by a shell left both ranks
+    (and the resource tracker) training to the end under PID 1, holding the port. A shell's background
+    job ignores SIGINT, the parent-death signal torch.multiprocessing.spawn gives its processes."""
+    port = free_port()
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [
+        sys.executable, os.path.join(repository, "run_recbole_gfm.py"), "--model=BPR", "--dataset=ml-100k-slice",
+        f"--data_path={ml100k_slice}", "--nproc=2", f"--port={port}", "--epochs=100000", "--eval_step=0", "--nosave",
+        "--state=INFO", "--show_progress=False",
+    ]  # fmt: skip  (eval_step 0: never validated, so no early stop ends the ranks)
+    env = {**os.environ, "PYTHONPATH": repository}
+    log = workdir / "console.log"
+    with open(log, "w") as out:
+        parent = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+        )
+    family: list[psutil.Process] = []
+    try:
+        while parent.poll() is None and "epoch 2 training" not in log.read_text():  # the ranks train
+            time.sleep(0.5)
+        assert parent.poll() is None, f"the run ended before its ranks trained:\n{log.read_text()[-2000:]}"
+        family = psutil.Process(parent.pid).children(recursive=True)  # the ranks, multiprocessing's resource tracker
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        alive = still_running(family, within=120)
+        assert not alive, f"outlived their parent: {[' '.join(p.cmdline())[:90] for p in alive]}"
+    finally:
+        parent.kill()
+        for process in family:
+            if process.is_running():
+                process.kill()
+
+
+def still_running(processes: list[psutil.Process], within: float) -> list[psutil.Process]:
+    """Those of ``processes`` that have not ended ``within`` seconds (psutil.wait_procs misses processes
+    that are not this one's children)."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)

@@ -7,6 +7,7 @@ import os
 import pytest
 
 import recbole_gfm.quick_start as quick_start
+import recbole_gfm.run.inputs as inputs
 import recbole_gfm.run.stages as stages
 from conftest import typed_overrides
 from recbole_gfm.foundation import store
@@ -56,9 +57,9 @@ def test_gfm_is_built_from_prepared_inputs_without_touching_a_file(typed_slice, 
     config = Config("GFM", typed_slice["dataset"], config_dict=settings)
     init_seed(config["seed"], True)
     split = stages.prepare_data(config)
-    foundation = stages.prepare_foundation(config, split)
+    foundation = inputs.prepare_foundation(config, split)
     dataset = split.train_data.dataset
-    text = stages.item_text_embeddings(config, dataset)
+    text = inputs.item_text_embeddings(config, dataset)
 
     def no_file(*args, **kwargs):
         raise AssertionError(f"GFM's constructor touched a file: {args[:1]}")

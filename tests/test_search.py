@@ -42,7 +42,7 @@ def search(trials: int = 3, **changes) -> dict:
         (search(trials=0), "search.trials", "positive integer"),
         (search(budget=3), "search.budget", "unknown key"),
         (search(spaces={"BPR": {"n_layers": {"choice": [1, 2]}}}), "search.spaces.BPR.n_layers", "not a setting of BPR"),
-        (search(spaces={"BPR": {"learning_rat": {"choice": [0.1]}}}), "search.spaces.BPR.learning_rat", "did you mean learning_rate"),
+        (search(spaces={"BPR": {"learning_rat": {"choice": [0.1]}}}), "search.spaces.BPR.learning_rat", "did you mean 'learning_rate'"),
         (search(metric="ndcg@20"), "search.metric", "not computed on validation"),
         (search(pruner="hyperband"), "search.pruner", "unknown pruner 'hyperband'"),
         (search(pruner="median", prune_warmup=-1), "search.prune_warmup", "non-negative integer"),
@@ -117,7 +117,7 @@ def test_a_search_scores_on_validation_only_and_picks_the_best_trial(typed_data,
         assert "test_result" not in json.dumps(trial), "a trial has no test metrics"
         assert len(trial["intermediate"]) == trial["run"]["epochs_trained"], "every trial keeps its validation curve"
     assert result.summary()["chosen_trial"] == values.index(max(values)) + 1
-    assert "epoch 1: valid mrr@10" in capsys.readouterr().out
+    assert "epoch 1: valid ndcg@10" in capsys.readouterr().out
 
     # a damaged trial file is named, moved aside and run again; the trials around it are kept
     second = trial_path(bench.output_dir, "BPR", "typed", 1, row.study)
@@ -207,7 +207,7 @@ def test_the_median_pruner_stops_a_trial_below_the_median_curve_after_its_warmup
 
 def test_a_pruned_trial_is_stored_with_its_curve_counted_in_the_budget_and_never_chosen(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    section = search(trials=2, startup_trials=1, pruner="median", prune_warmup=0, metric="mrr@10")
+    section = search(trials=2, startup_trials=1, pruner="median", prune_warmup=0, metric="ndcg@10")
     bench = load_benchmark(write_bench(tmp_path, typed_data, models={"BPR": {}}, max_epochs=3, search=section))
     (row,) = bench.rows
     from recbole_gfm.artifacts import write_json
@@ -243,7 +243,7 @@ def test_a_pruned_trial_is_stored_with_its_curve_counted_in_the_budget_and_never
 
 def test_a_benchmark_with_a_pruner_prunes_in_its_trial_processes(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    section = search(trials=2, startup_trials=1, pruner="median", prune_warmup=0, metric="mrr@10")
+    section = search(trials=2, startup_trials=1, pruner="median", prune_warmup=0, metric="ndcg@10")
     path = write_bench(tmp_path, typed_data, models={"BPR": {}}, seeds=[1], max_epochs=2, search=section)
     assert run_benchmark(path) == 0
     bench = load_benchmark(path)
@@ -258,7 +258,7 @@ def test_a_benchmark_with_a_pruner_prunes_in_its_trial_processes(typed_data, tmp
 
 
 def test_a_pruner_refuses_a_row_that_trains_on_several_processes(typed_data, tmp_path):  # noqa: F811
-    section = search(pruner="median", metric="mrr@10")
+    section = search(pruner="median", metric="ndcg@10")
     path = write_bench(tmp_path, typed_data, models={"BPR": {"nproc": 2}}, search=section)
     with pytest.raises(BenchmarkError) as error:
         load_benchmark(path)

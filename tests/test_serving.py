@@ -16,8 +16,8 @@ from recbole_gfm.config import ConfigError
 from recbole_gfm.data.graph import build_cointeraction_graph
 from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.encoders import embed_without_edges
-from recbole_gfm.inference import Recommender, rebuild_foundation, rebuild_run
 from recbole_gfm.data.protocol import protocol_file
+from recbole_gfm.inference import Recommender, rebuild_foundation, rebuild_run, serving_settings
 from recbole_gfm.quick_start import run
 
 
@@ -44,7 +44,7 @@ def no_training(monkeypatch):
 
     monkeypatch.setattr(torch.optim.Optimizer, "step", fail)
     monkeypatch.setattr(Trainer, "fit", fail)
-    monkeypatch.setattr("recbole_gfm.run.stages.train_foundation", fail)
+    monkeypatch.setattr("recbole_gfm.run.inputs.train_foundation", fail)
 
 
 @pytest.mark.parametrize("protocol", ["temporal", "rs811", "loo"])
@@ -52,7 +52,8 @@ def test_a_loaded_checkpoint_scores_the_test_split_exactly_as_the_run_did_and_tr
     record = train(typed_slice, protocol)
     no_training(monkeypatch)
     rec = Recommender.load(record["saved_model_file"])
-    _, config, _, _, test_data = rebuild_run(record["saved_model_file"])
+    _, config, split = rebuild_run(record["saved_model_file"])
+    test_data = split.test_data
     result = Trainer(config, rec.model).evaluate(test_data, load_best_model=False)
     assert dict(result) == {k: v for k, v in record["test_result"].items() if k in result}
 
@@ -97,7 +98,8 @@ def test_serving_new_users_and_new_items(temporal_run):
 
     # An item added by text gets the vector the encoder gives an item without edges: the same
     # as a catalogue item that has no train edge and the same text and type, so the same score.
-    _, config, train_data, _, _ = rebuild_run(temporal_run["saved_model_file"])
+    _, config, split = rebuild_run(temporal_run["saved_model_file"])
+    train_data = split.train_data
     graph = build_cointeraction_graph(config, train_data.dataset)
     degree = torch.bincount(graph.edge_index[0], minlength=graph.num_items)
     texts = train_data.dataset.item_texts()
@@ -109,3 +111,53 @@ def test_serving_new_users_and_new_items(temporal_run):
     raw_text = item_text_embeddings(config, train_data.dataset)[lonely]
     expected = embed_without_edges(rec.model.foundation.encoder(), raw_text[None])[0]
     assert torch.allclose(rec.model.content[rec.index["twin"]], torch.cat([expected, F.normalize(raw_text, dim=0)]), atol=1e-5)
+
+
+def test_bad_input_is_refused_with_what_to_do(temporal_run):
+    rec = Recommender.load(temporal_run["saved_model_file"])
+    history, kind = rec.tokens[1:4], rec.types[0]
+    with pytest.raises(TypeError, match=r"item ids are the dataset's tokens, strings; got int 50. Pass '50'"):
+        rec.recommend([50], k=5)
+    with pytest.raises(TypeError, match=r"got one string '50'; pass \['50'\]"):
+        rec.recommend("50", k=5)
+    with pytest.raises(ValueError, match=r"'\[PAD\]' is RecBole's padding token, not an item"):
+        rec.recommend(["[PAD]", *history], k=5)
+    for k in (0, -1, rec.n_items + 1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"k must be an integer in 1 \.\. {rec.n_items}"):
+            rec.recommend(history, k=k)
+    assert len(rec.recommend(history, k=rec.n_items)) == rec.n_items - len(history)
+    with pytest.raises(ValueError, match=r"ids \['dup'\] are given more than once"):
+        rec.add_items(["dup", "new", "dup"], ["A", "B", "C"], [kind] * 3)
+    with pytest.raises(TypeError, match="strings; got int 7"):
+        rec.add_items([7], ["A"], [kind])
+    with pytest.raises(ValueError, match="padding token"):
+        rec.add_items(["[PAD]"], ["A"], [kind])
+    assert rec.n_items == len(rec.index) - 1 and "dup" not in rec.index  # nothing was added
+
+
+def test_load_takes_any_device_torch_accepts(temporal_run):
+    checkpoint_file = temporal_run["saved_model_file"]
+    with pytest.raises(ConfigError, match="device 'gpu' is not a device torch knows"):
+        Recommender.load(checkpoint_file, device="gpu")
+    assert Recommender.load(checkpoint_file, device=torch.device("cpu")).device == torch.device("cpu")
+    # the run's own device keys give way to the one asked for: cuda:1 is gpu_id 1
+    stored = {"use_gpu": True, "gpu_id": "0", "nproc": 2, "epochs": 3}
+    assert serving_settings(stored, "cuda:1") == {"epochs": 3, "device": "cuda:1"}
+    assert serving_settings(stored) == {"use_gpu": True, "gpu_id": "0", "epochs": 3}
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available on this machine .*device=cuda:1 asks for it"):
+            Recommender.load(checkpoint_file, device="cuda:1")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_load_on_the_second_gpu(temporal_run):
+    rec = Recommender.load(temporal_run["saved_model_file"], device="cuda:1")
+    assert rec.config["gpu_id"] == "1" and rec.device.type == "cuda"
+    assert len(rec.recommend(rec.tokens[1:4], k=5)) == 5
+
+
+def test_a_checkpoint_without_its_hash_file_is_refused_naming_it(temporal_run, tmp_path):
+    alone = tmp_path / "GFM-alone.pth"
+    shutil.copy(temporal_run["saved_model_file"], alone)
+    with pytest.raises(ConfigError, match=r"no GFM-alone.pth.sha256 beside it.*copy both"):
+        Recommender.load(str(alone))

@@ -88,6 +88,8 @@ CASES = [
     ("non-numeric timestamp", {"inter": INTER.replace("u1\ti2\t2", "u1\ti2\tyesterday")},
      [f"{NAME}.inter, line 3, field 'timestamp' (float): 'yesterday' is not a number",
       "drop 'timestamp' from load_col"]),
+    ("negative timestamp", {"inter": INTER.replace("u2\ti1\t3", "u2\ti1\t-3")},
+     [f"{NAME}.inter, line 4, field 'timestamp' (TIME_FIELD): '-3' is a negative timestamp", "leave it empty"]),
     ("non-numeric float_seq", {"item": VEC_ITEM}, [f"{NAME}.item, line 3, field 'vec' (float_seq): 'x' is not a number"],
      {"load_col": {**LOAD_COL, "item": ["item_id", "item_type", "vec"]}}),
     ("header repeated", {"inter": INTER.replace("\n", "\n" + INTER.split("\n")[0] + "\n", 1)},

@@ -16,9 +16,10 @@ from recbole_gfm.bench.search import SearchSpec
 class Row:
     """One model label on one dataset, its settings resolved: the unit of a leaderboard row.
 
-    ``fingerprint`` covers the resolved settings (without the seed) and the dataset's files, not
-    the code: a row's cells record the code they ran with (:mod:`recbole_gfm.bench.record`), so
-    a row whose code changed is reported stale rather than silently re-keyed.
+    ``fingerprint`` covers what the board writes for the row (model, config files, settings, epoch
+    cap, its search's chosen settings) and the dataset's files; not the code, nor the defaults the
+    package resolves around them: a row's cells record both (:mod:`recbole_gfm.bench.record`), so
+    a row whose code or resolved settings changed is reported stale rather than silently re-keyed.
 
     A row with a search space (``tuned``) gets its final settings from its search: ``tuning``
     (the chosen trial) is None until then, and its cells cannot run before.
@@ -43,6 +44,7 @@ class Row:
     maximize: bool = True
     tuning: dict[str, Any] | None = None  # the chosen trial (search.SearchResult.summary)
     data_fingerprint: str = ""  # the dataset's atomic files, as this row reads them
+    resolved: dict[str, Any] = field(default_factory=dict)  # every setting the cells run with (seed aside), as now resolved
     added: bool = False  # added to a board of record by --add-row (its file in the board's rows/)
 
     @property

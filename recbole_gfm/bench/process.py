@@ -8,11 +8,9 @@ whole output goes to its log file, and its progress lines (one per validation) a
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -20,26 +18,10 @@ import time
 from typing import Callable
 
 from recbole_gfm.bench.child import PROGRESS, Job
+from recbole_gfm.run.launch import die_with_parent
 
 _BAR = re.compile(r"\d+/\d+ \[")  # a tqdm bar (shown when the run's show_progress is on)
 BAR_EVERY_S = 10.0
-_PR_SET_PDEATHSIG = 1
-_libc = None
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """``preexec_fn`` for a child: the kernel kills it when the benchmark dies, even by kill -9 (Linux)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing to load in the child
-
-    def preexec() -> None:
-        if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
-            os._exit(1)  # cannot be tied to the parent, or the parent died already
-
-    return preexec
-
-
 def pump(stream, log, show: Callable[[str], None]) -> None:
     """Copy a child's output to its ``log``; ``show`` its progress lines and, every BAR_EVERY_S, a progress bar."""
     pending, last_bar = b"", -math.inf
@@ -89,11 +71,11 @@ class Children:
     def run(self, job: Job, log_path: str, show: Callable[[str], None]) -> int:
         """Run ``job`` in a child process that dies with this one; returns its exit code (negative: killed by that signal)."""
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        preexec = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
+        parent = os.getpid()
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "recbole_gfm.bench.child", job.to_json()],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec, env=_child_env(),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=lambda: die_with_parent(parent), env=_child_env(),
             )  # fmt: skip
             with self._lock:
                 self._running.add(proc)

@@ -37,8 +37,26 @@ def code_fingerprint(code: dict[str, Any]) -> str:
     return fingerprint(sorted(code.get("modules", {}).items()))
 
 
-def changes_since(code: dict[str, Any] | None, versions: dict[str, str] | None) -> list[str]:
-    """Why results made with ``code`` and package ``versions`` would not be made again by this checkout (empty: they would)."""
+# Settings a run sets itself (what it read), not what decides it: left out when a record's settings are compared.
+RUN_SET_KEYS = frozenset({"split_fingerprint", "foundation_path"})
+
+
+def settings_changes(recorded: dict[str, Any] | None, resolved: dict[str, Any] | None) -> list[str]:
+    """The settings whose resolved value differs now from a record's (a default that changed since).
+
+    Keys added to the package since are left out: a new setting, at its default, is a feature the
+    old results did not have and do not need.
+    """
+    if not recorded or not resolved:
+        return []
+    keys = sorted((set(recorded) & set(resolved)) - RUN_SET_KEYS)
+    return [f"setting {k}: {recorded[k]!r} -> {resolved[k]!r}" for k in keys if recorded[k] != resolved[k]]
+
+
+def changes_since(code: dict[str, Any] | None, versions: dict[str, str] | None, config: dict | None = None,
+                  resolved: dict | None = None) -> list[str]:  # fmt: skip
+    """Why results made with ``code``, package ``versions`` and settings ``config`` would not be made again by
+    this checkout, whose settings resolve to ``resolved`` (empty: they would)."""
     if not code or "modules" not in code:
         return ["no code recorded (made before boards of record)"]
     now = module_fingerprints(code["modules"])
@@ -51,7 +69,7 @@ def changes_since(code: dict[str, Any] | None, versions: dict[str, str] | None) 
         f"{name} {versions[name]} -> {current.get(name)}" for name in NUMERIC_PACKAGES
         if versions and name in versions and versions[name] != current.get(name)
     ]  # fmt: skip
-    return changed
+    return changed + settings_changes(config, resolved)
 
 
 @dataclass
@@ -66,8 +84,9 @@ class RowCode:
         return "/".join(dict.fromkeys(self.commits)) or "-"
 
 
-def row_code(records: Iterable[dict[str, Any]]) -> RowCode | None:
-    """The :class:`RowCode` of a row's cell records and trial records (None when it has none)."""
+def row_code(records: Iterable[dict[str, Any]], resolved: dict | None = None) -> RowCode | None:
+    """The :class:`RowCode` of a row's cell records and trial records (None when it has none);
+    ``resolved``: the row's settings as they resolve now, compared with a cell's."""
     records = list(records)
     if not records:
         return None
@@ -80,7 +99,7 @@ def row_code(records: Iterable[dict[str, Any]]) -> RowCode | None:
     if len(versions) > 1:
         return RowCode(commits, [f"its results come from {len(versions)} versions of the code (one row, one code)"])
     first = records[0]
-    return RowCode(commits, changes_since(first.get("code"), first.get("versions")))
+    return RowCode(commits, changes_since(first.get("code"), first.get("versions"), first.get("config"), resolved))
 
 
 # ---------------------------------------------------------------------------------------------

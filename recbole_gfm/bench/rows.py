@@ -71,7 +71,7 @@ def board_rows(bench: Benchmark, stored: list[Stored]) -> list[BoardRow]:
     for row in bench.rows:
         groups = by_key.pop((row.dataset, row.label), {})
         current = _by_seed(groups.pop(row.fingerprint, []) if row.ready else [])
-        code = row_code([c.record for c in current] + row_trials(bench, row))
+        code = row_code([c.record for c in current] + row_trials(bench, row), row.resolved)
         rows.append(BoardRow(row.dataset, row.label, current, row, sum(map(len, groups.values())), code))
     for (dataset, label), groups in sorted(by_key.items()):
         newest = max(groups, key=lambda fp: max(os.path.getmtime(c.path) for c in groups[fp]))

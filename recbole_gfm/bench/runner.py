@@ -346,7 +346,7 @@ def _run_or_skip(run: _Run, counter: str, cell: Cell) -> str:
     out = bench.cell_path(cell)
     stored = load_or_move_aside(out) if os.path.isfile(out) else None
     if stored is not None:
-        changed = changes_since(stored.get("code"), stored.get("versions"))
+        changed = changes_since(stored.get("code"), stored.get("versions"), stored.get("config"), cell.row.resolved)
         if not changed:
             print(f"{head}: " + set_color("done before, skipped", "blue"), flush=True)
             return "done"

@@ -37,11 +37,10 @@ Space kinds (``search.spaces.<label>.<key>``): ``choice: [a, b, ...]``, ``unifor
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import optuna
@@ -53,6 +52,7 @@ from optuna.trial import TrialState
 
 from recbole_gfm.artifacts import CorruptArtifactError, fingerprint, move_aside, read_json
 from recbole_gfm.config import ConfigError
+from recbole_gfm.settings import whole_number
 
 KINDS = ("choice", "uniform", "loguniform", "int")
 KEYS = ("trials", "seed", "metric", "startup_trials", "pruner", "prune_warmup", "spaces")
@@ -80,6 +80,7 @@ class SearchSpec:
     spaces: dict[str, dict[str, BaseDistribution]]  # by model label
     pruner: str | None = None  # None: every trial runs to its early stop
     prune_warmup: int = PRUNE_WARMUP
+    raw: dict[str, dict] = field(default_factory=dict)  # the spaces as the file writes them (settings.check_space reads them)
 
     def describe(self) -> str:
         pruning = (
@@ -137,24 +138,16 @@ def parse_search(value: Any, path: str, labels: list[str], seeds: list[int]) -> 
     for key in value:
         if key not in KEYS:
             raise _error(path, f"search.{key}", f"unknown key; known: {', '.join(KEYS)}.")
-    trials = value.get("trials")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise _error(path, "search.trials", f"expected a positive integer (the trial budget of every tuned row), got {trials!r}.")
-    seed = value.get("seed", seeds[0])
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise _error(path, "search.seed", f"expected an integer, got {seed!r}.")
+    trials = whole_number(value.get("trials"), f"{path}: 'search.trials'", 1, "the trial budget of every tuned row", error=SearchError)
+    seed = whole_number(value.get("seed", seeds[0]), f"{path}: 'search.seed'", error=SearchError)
     metric = value.get("metric")
     if metric is not None and (not isinstance(metric, str) or "@" not in metric):
         raise _error(path, "search.metric", f"expected a validation metric such as ndcg@10, got {metric!r}.")
-    startup = value.get("startup_trials", STARTUP_TRIALS)
-    if not isinstance(startup, int) or isinstance(startup, bool) or startup < 0:
-        raise _error(path, "search.startup_trials", f"expected a non-negative integer, got {startup!r}.")
+    startup = whole_number(value.get("startup_trials", STARTUP_TRIALS), f"{path}: 'search.startup_trials'", 0, error=SearchError)
     pruner = value.get("pruner")
     if pruner is not None and pruner not in PRUNERS:
         raise _error(path, "search.pruner", f"unknown pruner {pruner!r}: use one of {', '.join(PRUNERS)}, or leave it out (no pruning).")
-    warmup = value.get("prune_warmup", PRUNE_WARMUP)
-    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-        raise _error(path, "search.prune_warmup", f"expected a non-negative integer (validations before pruning), got {warmup!r}.")
+    warmup = whole_number(value.get("prune_warmup", PRUNE_WARMUP), f"{path}: 'search.prune_warmup'", 0, "validations before pruning", error=SearchError)
     if "prune_warmup" in value and pruner is None:
         raise _error(path, "search.prune_warmup", "is set but search.pruner is not: add 'pruner: median', or remove it.")
     spaces_value = value.get("spaces")
@@ -172,21 +165,14 @@ def parse_search(value: Any, path: str, labels: list[str], seeds: list[int]) -> 
             if key == "seed":
                 raise _error(path, f"{where}.seed", "the seed is not a setting to tune: search.seed sets the trials' seed.")
             spaces[label][str(key)] = distribution(entry, path, f"{where}.{key}")
-    return SearchSpec(trials, seed, metric.lower() if metric else None, startup, spaces, pruner, warmup)
+    return SearchSpec(trials, seed, metric.lower() if metric else None, startup, spaces, pruner, warmup, dict(spaces_value))
 
 
-def check_space(spec: SearchSpec, label: str, config, path: str) -> list[str]:
-    """Problems of row ``label``'s space against its resolved ``config``: keys the model does not know,
-    a metric that validation does not compute. Each names the file, the key and the fix."""
+def search_problems(spec: SearchSpec, label: str, config, path: str) -> list[str]:
+    """Problems of row ``label``'s search with its resolved ``config`` (its space's keys and values are
+    :func:`recbole_gfm.settings.check_space`'s): a pruner on several processes, a metric that validation
+    does not compute. Each names the file, the key and the fix."""
     problems = []
-    for key in spec.spaces.get(label, {}):
-        if key not in config:
-            close = difflib.get_close_matches(key, list(config.final_config_dict), n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else "use a key of its properties, e.g. learning_rate."
-            problems.append(
-                f"{path}: 'search.spaces.{label}.{key}': '{key}' is not a setting of {config['model']} "
-                f"(not in its resolved config): {hint}"
-            )
     if spec.pruner and label in spec.spaces and (config["nproc"] or 1) > 1:
         problems.append(
             f"{path}: 'search.pruner': {label} trains on {config['nproc']} processes, and a trial is pruned in one: "

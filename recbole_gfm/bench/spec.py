@@ -53,9 +53,10 @@ from recbole.utils import ModelType
 
 from recbole_gfm.artifacts import file_fingerprint, fingerprint, settings_fingerprint
 from recbole_gfm.bench.board import Benchmark, Row
-from recbole_gfm.bench.search import check_space, direction, parse_search, search_metric, study_fingerprint
+from recbole_gfm.bench.search import direction, parse_search, search_metric, search_problems, study_fingerprint
 from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.config import Config, ConfigError, load_yaml
+from recbole_gfm.settings import check_settings, check_space, is_whole, whole_number
 from recbole_gfm.data.protocol import protocol_file
 from recbole_gfm.registry import get_model, get_trainer
 from recbole_gfm.run.stages import check_dataset_files
@@ -64,6 +65,7 @@ KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
     "max_epochs", "columns", "type_columns", "output_dir", "reference", "search", "jobs",
 }  # fmt: skip
+BOARD_VALID_METRIC = "NDCG@10"  # what every row of a board validates on unless its config says otherwise
 BOARD_FILE = "board.yaml"  # a board of record's benchmark file, in its folder
 ROWS_DIR = "rows"  # a board of record's added rows, one file each
 ROW_KEYS = {"models", "search"}  # what an added row's file may hold
@@ -166,13 +168,17 @@ def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list
             bench.data_hashes[folder] = _data_fingerprint(config)
         except ConfigError as e:
             raise _NoData(str(e)) from None
-    resolved = {**settings_fingerprint(to_plain(config), also_ignore={"seed"}), "epochs": epochs}  # the seed: the cell's part
-    base = {k: v for k, v in resolved.items() if k not in space}
+    # the row's identity is what the board writes (model, files, settings) and the data, not every resolved
+    # key: a setting added to the package since (a new feature, off by default) re-keys no cell; a
+    # resolved value that changed since makes the row stale instead (bench.record)
+    written = {"model": model, "files": [load_yaml(f) for f in files], **settings, "epochs": epochs}
+    base = {k: v for k, v in written.items() if k not in space}
     data = bench.data_hashes[folder]
     row = Row(
         label, model, dataset, files, dict(given), settings, cap, epochs, capped_from, one_pass,
-        fingerprint(label, resolved, data), tuple(bench.seeds),
+        fingerprint(label, written, data), tuple(bench.seeds),
         str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"]), data_fingerprint=data, added=added,
+        resolved=settings_fingerprint(to_plain(config), also_ignore={"seed"}),
     )  # fmt: skip
     if bench.search is not None and label in bench.search.spaces:
         metric = search_metric(bench.search, config)
@@ -262,17 +268,18 @@ def load_benchmark(
     elif add_rows:
         raise BenchmarkError(f"{path}: --add-row adds a row to a board of record (a folder benchmarks/<board>/ with {BOARD_FILE}).")
     seeds = spec.get("seeds", [2020])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(is_whole(s) for s in seeds):
         raise _error(file, "seeds", f"expected a list of integers, got {seeds!r}.")
-    jobs = spec.get("jobs", 1) if jobs is None else jobs
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise _error(file, "jobs", f"expected a positive integer (cells run at a time), got {jobs!r}.")
+    jobs = whole_number(spec.get("jobs", 1) if jobs is None else jobs, f"{file}: 'jobs'", 1, "cells run at a time", error=BenchmarkError)
     max_epochs = spec.get("max_epochs")
-    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
-        raise _error(file, "max_epochs", f"expected a positive integer, got {max_epochs!r}.")
-    shared = spec.get("config") or {}
-    if not isinstance(shared, dict):
+    if max_epochs is not None:
+        whole_number(max_epochs, f"{file}: 'max_epochs'", 1, error=BenchmarkError)
+    shared = dict(spec.get("config") or {})
+    if not isinstance(spec.get("config") or {}, dict):
         raise _error(file, "config", "expected a mapping of settings.")
+    check_settings(shared, f"{file}, config", unknown="error")
+    # one experiment: every row early-stops and picks its best epoch on the board's metric
+    shared.setdefault("valid_metric", BOARD_VALID_METRIC)
     try:
         protocol = [protocol_file(spec["protocol"])] if spec.get("protocol") else []
     except ConfigError as e:
@@ -309,27 +316,35 @@ def load_benchmark(
     problems: list[str] = []
     for dataset, dataset_settings in datasets.items():
         dataset_files = _files(dataset_settings.pop("config_files", None), base, file, f"datasets.{dataset}.config_files")
+        check_settings(dataset_settings, f"{file}, datasets.{dataset}", unknown="error")
         for label, model_settings in models.items():
             model_settings = dict(model_settings)
             model = model_settings.pop("model", label)
             row_cap = model_settings.pop("max_epochs", max_epochs)
-            if row_cap is not None and (not isinstance(row_cap, int) or row_cap < 1):
-                raise _error(file, f"models.{label}.max_epochs", f"expected a positive integer, got {row_cap!r}.")
+            if row_cap is not None:
+                whole_number(row_cap, f"{file}: 'models.{label}.max_epochs'", 1, error=BenchmarkError)
             model_files = _files(model_settings.pop("config_files", None), base, file, f"models.{label}.config_files")
-            space = tuple(bench.search.spaces.get(label, {})) if bench.search else ()
             where = f"models.{label} x datasets.{dataset}"
             try:
-                row, config = _resolve(bench, label, model, dataset, shared_files + dataset_files + model_files,
-                                       {**shared, **dataset_settings, **model_settings}, row_cap, space, label in added)  # fmt: skip
+                check_settings(model_settings, f"{file}, row '{label}'", model=model, unknown="error")
+                if bench.search is not None and label in bench.search.spaces:
+                    check_space(bench.search.raw[label], file, model=model, section=f"search.spaces.{label}")
+                row, config = _row(bench, label, model, dataset, shared_files + dataset_files + model_files,
+                                   {**shared, **dataset_settings, **model_settings}, row_cap, label in added)  # fmt: skip
             except _NoData as e:
                 problems.append(str(_error(file, f"datasets.{dataset}", str(e))))
                 continue
             except ConfigError as e:
-                problems.append(str(_error(file, where, str(e))))
+                problems.append(str(e) if str(e).startswith(file) else str(_error(file, where, str(e))))
                 continue
             problems += [str(_error(file, where, p)) for p in incompatibilities(config)]
+            if str(config["valid_metric"]).lower() != str(shared["valid_metric"]).lower():
+                problems.append(str(_error(file, where, (
+                    f"valid_metric {config['valid_metric']} differs from the board's {shared['valid_metric']}: every row of a "
+                    "board early-stops and picks its best epoch on one metric. Set it once, under config."
+                ))))  # fmt: skip
             if bench.search is not None and label in bench.search.spaces:
-                problems += check_space(bench.search, label, config, file)
+                problems += search_problems(bench.search, label, config, file)
             bench.rows.append(row)
     problems = list(dict.fromkeys(problems))  # a missing dataset or a bad space: once, not once per row
     if len(problems) == 1:
@@ -339,8 +354,35 @@ def load_benchmark(
     return bench
 
 
+def _item_fields(config: Config) -> list[str]:
+    """The fields of the dataset's ``.item`` file (none when it has none)."""
+    path = os.path.join(config["data_path"], config["dataset"], f"{config['dataset']}.item")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding=config["encoding"] or "utf-8", errors="replace") as f:
+        return [name.split(":")[0] for name in f.readline().rstrip("\n").split(config["field_separator"])]
+
+
+def _row(bench: Benchmark, label: str, model: str, dataset: str, files: list[str], given: dict, cap: int | None,
+         added: bool) -> tuple[Row, Config]:  # fmt: skip
+    """:func:`_resolve`, with the item type field loaded for every row: one experiment, one set of files.
+
+    A row whose settings load no ``.item`` (a baseline on a dataset without a properties file) gets
+    the item id and type fields added, so that it is scored per type like the others.
+    """
+    space = tuple(bench.search.spaces.get(label, {})) if bench.search else ()
+    row, config = _resolve(bench, label, model, dataset, files, given, cap, space, added)
+    load_col, field = config["load_col"], config["item_type_field"]
+    if isinstance(load_col, dict) and field and field in _item_fields(config) and load_col.get("item") != "*":
+        loaded = list(load_col.get("item") or [])
+        if field not in loaded:
+            item = list(dict.fromkeys([config["ITEM_ID_FIELD"], *loaded, field]))
+            row, config = _resolve(bench, label, model, dataset, files, {**given, "load_col": {**load_col, "item": item}}, cap,
+                                   space, added)  # fmt: skip
+    return row, config
+
+
 def tuned_row(bench: Benchmark, row: Row, params: dict[str, Any]) -> Row:
     """``row`` with the search's ``params`` over its given settings, resolved again (capped, fingerprinted)."""
-    tuned, _ = _resolve(bench, row.label, row.model, row.dataset, row.config_files, {**row.given, **params}, row.cap,
-                        added=row.added)  # fmt: skip
+    tuned, _ = _row(bench, row.label, row.model, row.dataset, row.config_files, {**row.given, **params}, row.cap, row.added)
     return replace(tuned, study=row.study, search_metric=row.search_metric, maximize=row.maximize)

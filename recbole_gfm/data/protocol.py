@@ -247,3 +247,20 @@ def split_fingerprint(valid_data, test_data) -> str:
             digest.update(f"{user}\x1f{item}\x1e".encode())
         digest.update(b"\x1d")
     return digest.hexdigest()[:16]
+
+
+def item_tokens(dataset) -> list[str]:
+    """External item ids in internal-id order (index 0 is padding)."""
+    return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+
+
+def dataset_fingerprint(dataset) -> str:
+    """Hash of a split's interactions (users, items, times), the item catalogue order and the item texts."""
+    digest = hashlib.sha256()
+    for field in (dataset.uid_field, dataset.iid_field, dataset.time_field):
+        if field and field in dataset.inter_feat:
+            digest.update(dataset.inter_feat[field].numpy().tobytes())
+    digest.update("\x1f".join(item_tokens(dataset)).encode())
+    if hasattr(dataset, "item_texts"):
+        digest.update("\x1f".join(dataset.item_texts()).encode())
+    return digest.hexdigest()[:16]

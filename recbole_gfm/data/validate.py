@@ -281,7 +281,10 @@ def _check_file(config, spec: _Spec) -> None:
                 unique_values.append(values.to_numpy())
                 unique_lines.append(lines)
         for index, field in checks["float"]:
-            _check_numbers(issues, field, "float", pd.Series([row[index] for row in rows], dtype=object), lines)
+            values = pd.Series([row[index] for row in rows], dtype=object)
+            _check_numbers(issues, field, "float", values, lines)
+            if spec.source == "inter" and field == config["TIME_FIELD"]:
+                _check_times(issues, field, values, lines)
         for index, field in checks["float_seq"]:
             values = pd.Series([row[index] for row in rows], dtype=object)
             pieces = values[~values.isin(NA_VALUES)].str.split(config["seq_separator"]).explode()
@@ -320,6 +323,17 @@ def _check_numbers(issues: dict, field: str, ftype: str, values: pd.Series, line
             issues, ("number", field), int(lines[bad[0]]),
             f", field '{field}' ({ftype}): '{values.iat[bad[0]]}' is not a number. Write a "
             f"number (e.g. {example}), leave it empty, or drop '{field}' from load_col.", len(np.unique(lines[bad])),
+        )
+
+
+def _check_times(issues: dict, field: str, values: pd.Series, lines: np.ndarray) -> None:
+    """Negative timestamps: a missing time written as -1, or a clock off by an epoch; every split orders by them."""
+    negative = np.flatnonzero((pd.to_numeric(values, errors="coerce") < 0).to_numpy())
+    if negative.size:
+        _note(
+            issues, ("negative time", field), int(lines[negative[0]]),
+            f", field '{field}' (TIME_FIELD): '{values.iat[negative[0]]}' is a negative timestamp. Write the time of the "
+            "interaction (e.g. Unix seconds, >= 0), leave it empty if it is unknown, or drop the row.", negative.size,
         )
 
 

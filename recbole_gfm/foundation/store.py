@@ -20,7 +20,6 @@ trains a missing foundation before it builds the model that reads it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -45,10 +44,11 @@ from recbole_gfm.artifacts import (
 )
 from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.config import PROPERTIES_DIR, Config, ConfigError, load_yaml
+from recbole_gfm.data.protocol import dataset_fingerprint, item_tokens
 from recbole_gfm.data.text import encoder_identity
 from recbole_gfm.encoders import build_encoder, embed_without_edges
+from recbole_gfm.schema import FOUNDATION_MODELS
 
-FOUNDATION_MODELS = ("HGNN", "Propagation")  # the foundation encoders a downstream model can name
 # The code whose numerics shape the embeddings (relative to the package) and the packages that do.
 FOUNDATION_CODE = (
     "foundation/", "encoders.py", "data/graph.py", "data/link_loader.py", "data/text.py",
@@ -90,23 +90,6 @@ def foundation_config(config) -> Config:
         )
     inherited.update(overrides)
     return Config(model, config["dataset"], config_dict=inherited)
-
-
-def item_tokens(dataset) -> list[str]:
-    """External item ids in internal-id order (index 0 is padding)."""
-    return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
-
-
-def dataset_fingerprint(dataset) -> str:
-    """Hash of a split's interactions (users, items, times), the item catalogue order and the item texts."""
-    digest = hashlib.sha256()
-    for field in (dataset.uid_field, dataset.iid_field, dataset.time_field):
-        if field and field in dataset.inter_feat:
-            digest.update(dataset.inter_feat[field].numpy().tobytes())
-    digest.update("\x1f".join(item_tokens(dataset)).encode())
-    if hasattr(dataset, "item_texts"):
-        digest.update("\x1f".join(dataset.item_texts()).encode())
-    return digest.hexdigest()[:16]
 
 
 def foundation_key(config, dataset, checkpoint: str = "best") -> dict:

@@ -13,19 +13,24 @@ checkpoint, the result file, the logs and any artifact.
 from __future__ import annotations
 
 import copy
+import ctypes
 import os
 import pickle
+import signal
 import socket
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psutil
 import torch
 import torch.multiprocessing
 
 from recbole_gfm.compat import is_leader, wait_for_rank0
 from recbole_gfm.config import MULTI_PROCESS_KEYS, Config, ConfigError
+from recbole_gfm.settings import whole_number
 
 
 def without_multi_process_keys(settings: dict[str, Any] | None) -> dict[str, Any]:
@@ -76,12 +81,7 @@ def launch_plan(config: Config) -> Launch | None:
     (default 5678). On CUDA each process needs its own GPU among ``gpu_id``.
     """
     def integer(key: str, default: int) -> int:
-        value = config[key]
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}.")
-        return value
+        return default if config[key] is None else whole_number(config[key], key)
 
     nproc = integer("nproc", 1)
     world_size = integer("world_size", -1)
@@ -114,8 +114,48 @@ def launch_plan(config: Config) -> Launch | None:
             try:
                 probe.bind(("", port))
             except OSError as e:
-                raise ConfigError(f"port {port} is in use on this machine ({e.strerror}): choose a free one with --port=N.") from None
+                raise ConfigError(
+                    f"port {port} is in use on this machine ({e.strerror}{port_holder(port)}): choose a free one with --port=N."
+                ) from None
     return Launch(nproc, world_size, ip, port, offset, threads=max(1, torch.get_num_threads() // nproc))
+
+
+def port_holder(port: int) -> str:
+    """``", held by pid N (its command line)"`` for the processes listening on TCP ``port`` here that this
+    user can see (psutil), or where to look when none can be seen."""
+    try:
+        pids = sorted({c.pid for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port and c.pid})
+    except psutil.AccessDenied:
+        pids = []
+    holders = []
+    for pid in pids:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            command = "?"
+        holders.append(f"pid {pid} ({command[:160]})")
+    if not holders:
+        return f"; its process is not visible to this user: 'ss -ltnp sport = :{port}' as root names it"
+    return ", held by " + ", ".join(holders)
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# loaded at import, so that a process forked by this one (a benchmark's cell) has nothing to load
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when process ``parent`` (the one that started it) dies, even
+    by kill -9 (Linux's parent-death signal; elsewhere nothing). Exits at once if it is gone already.
+
+    ``torch.multiprocessing.spawn`` gives its ranks SIGINT, which a shell's background job ignores.
+    """
+    if _LIBC is None:
+        return
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the signal was set
+        os._exit(1)
 
 
 def spawn(plan: Launch, job: RunJob, run_process: Callable) -> dict[str, Any] | None:
@@ -123,11 +163,12 @@ def spawn(plan: Launch, job: RunJob, run_process: Callable) -> dict[str, Any] | 
 
     As RecBole's ``run_recboles`` (``torch.multiprocessing.spawn``: a failed rank stops the others),
     but the record comes back through a file, not a pipe a large record would block on, and an
-    error raised in a rank (a ConfigError ...) is raised here as it was.
+    error raised in a rank (a ConfigError ...) is raised here as it was. The ranks die with this
+    process, however it ends (:func:`die_with_parent`): none trains on, or holds the port, alone.
     """
     with tempfile.TemporaryDirectory(prefix="recbole_gfm-ranks-") as outbox:
         try:
-            torch.multiprocessing.spawn(_rank_main, args=(plan, job, run_process, outbox), nprocs=plan.nproc, join=True)
+            torch.multiprocessing.spawn(_rank_main, args=(plan, job, run_process, outbox, os.getpid()), nprocs=plan.nproc, join=True)
         except torch.multiprocessing.ProcessRaisedException as failure:
             error = _read(outbox, "error")
             if error is None:
@@ -136,8 +177,9 @@ def spawn(plan: Launch, job: RunJob, run_process: Callable) -> dict[str, Any] | 
         return _read(outbox, "record")
 
 
-def _rank_main(local_rank: int, plan: Launch, job: RunJob, run_process: Callable, outbox: str) -> None:
-    """One spawned process: rank ``plan.offset + local_rank`` of the run."""
+def _rank_main(local_rank: int, plan: Launch, job: RunJob, run_process: Callable, outbox: str, parent: int) -> None:
+    """One spawned process: rank ``plan.offset + local_rank`` of the run, started by process ``parent``."""
+    die_with_parent(parent)
     torch.set_num_threads(plan.threads)
     try:
         config = Config(job.model, job.dataset, job.config_file_list, {**job.config_dict, **plan.settings(local_rank)}, job.cmd_overrides)

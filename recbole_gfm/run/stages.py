@@ -1,13 +1,10 @@
 """The stages of a run, each short and testable alone.
 
-    prepare data -> prepare the foundation -> build the model (its inputs prepared) -> fit (with resume) -> evaluate -> record
+    prepare data -> [prepare the foundation and the model's inputs] -> build the model -> fit (with resume) -> evaluate -> record
 
 :func:`recbole_gfm.quick_start.run_process` chains them. Everything flows one way: the split is
-built once; a model that reads a foundation gets it prepared first, from that same split (the
-cached artifact, read and checked once, or one trained here and stored); then the inputs a model
-class asks for (``inputs(config)``: the item text vectors, the co-interaction graph, the
-foundation) are prepared and handed to its constructor, which does no file I/O, the way
-RecBole-GNN's models receive their normalised adjacency.
+built once; a model that reads a foundation or other inputs gets them prepared from that same
+split (:mod:`recbole_gfm.run.inputs`) and handed to its constructor, which does no file I/O.
 """
 
 from __future__ import annotations
@@ -16,29 +13,26 @@ import os
 import time
 from dataclasses import dataclass, field
 from logging import getLogger
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch.distributed as dist
 from recbole.utils import init_seed, set_color
 
-from recbole_gfm.artifacts import exclusive, package_versions, write_json
+from recbole_gfm.artifacts import package_versions, write_json
 from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.compat import is_leader
 from recbole_gfm.config import Config, ConfigError
-from recbole_gfm.data.graph import build_cointeraction_graph
-from recbole_gfm.data.protocol import data_preparation, split_fingerprint
-from recbole_gfm.data.text import item_text_embeddings
-from recbole_gfm.foundation.store import Foundation, artifact_dir, dataset_fingerprint, foundation_config, read_cached
-from recbole_gfm.foundation.trainer import foundation_checkpoint
+from recbole_gfm.data.protocol import data_preparation, dataset_fingerprint, split_fingerprint
 from recbole_gfm.registry import create_dataset, get_trainer, training_data
 from recbole_gfm.run.evaluation import evaluate_full
-from recbole_gfm.run.launch import single_process_view
 from recbole_gfm.run.per_user import per_user_record
 from recbole_gfm.run.resume import TrainingResume
 
+if TYPE_CHECKING:
+    from recbole_gfm.foundation.store import Foundation
+
 # Datasets this plugin can prepare from sources on this machine (recbole_gfm.data.prepare).
 PREPARABLE = ("ml-1m", "ml-100k-typed", "ml-1m-typed")
-TEXT, GRAPH, FOUNDATION = "text", "graph", "foundation"  # what a model class may ask for (``inputs``)
 
 
 def check_dataset_files(config: Config) -> None:
@@ -87,61 +81,14 @@ def model_inputs(config: Config) -> set[str]:
     return set(inputs(config)) if inputs is not None else set()
 
 
-def train_foundation(config: Config, split: Split, show_progress: bool = False, callback_fn=None) -> None:
-    """Train the foundation of foundation config ``config`` on the run's split; its trainer stores the artifact.
+def build_model(config: Config, split: Split, inputs: dict[str, Any] | None = None, seed: bool = True):
+    """The model, on its device, from the ``inputs`` prepared for it (:mod:`recbole_gfm.run.inputs`).
 
-    Early stopping on the run's own validation split; the best encoder is kept in memory, so no
-    checkpoint file is written.
+    ``seed``: seed its initialisation with the run's seed (plus the process's rank) first.
     """
-    init_seed(config["seed"], config["reproducibility"])
-    model = build_model(config, split, foundation=None, seed=False)
-    trainer = get_trainer(config)(config, model)
-    trainer.fit(training_data(config, split.train_data), split.valid_data, saved=False, show_progress=show_progress,
-                callback_fn=callback_fn)  # fmt: skip
-
-
-def prepare_foundation(config: Config, split: Split, callback_fn=None) -> Foundation | None:
-    """The foundation the model reads, read once with every file checked; None for a model without one.
-
-    ``foundation_path`` names an artifact to read; otherwise the artifact of this run's split and
-    foundation settings (:func:`recbole_gfm.foundation.store.foundation_config`) comes from the
-    cache, or is trained now (``callback_fn(epoch, valid_score)`` after each of its validations).
-    """
-    if FOUNDATION not in model_inputs(config):
-        return None
-    if config["foundation_path"]:
-        foundation = Foundation.read(config["foundation_path"])
-    else:
-        fconfig = foundation_config(single_process_view(config))
-        path = artifact_dir(fconfig, split.train_data.dataset, foundation_checkpoint(fconfig, split.valid_data))
-        with exclusive(path):  # runs that share the cache (parallel benchmark cells) train it once
-            foundation = read_cached(path)
-            if foundation is None:
-                getLogger().info(set_color(f"training the foundation ({fconfig['model']})", "green") + f" -> {path}")
-                train_foundation(fconfig, split, config["show_progress"], callback_fn)
-                foundation = Foundation.read(path)
-        config["foundation_path"] = foundation.path
-    getLogger().info(set_color("foundation", "blue") + f": {foundation.path}")
-    return foundation
-
-
-def build_model(config: Config, split: Split, foundation: Foundation | None, seed: bool = True):
-    """The model, on its device, built from the inputs it asks for (prepared here, before its constructor).
-
-    ``seed``: seed its initialisation with the run's seed (plus the process's rank).
-    """
-    dataset = split.train_data.dataset
-    wanted = model_inputs(config)
-    inputs: dict[str, Any] = {}
     if seed:
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    if TEXT in wanted:
-        inputs[TEXT] = item_text_embeddings(config, dataset)
-    if GRAPH in wanted:
-        inputs[GRAPH] = build_cointeraction_graph(config, dataset)
-    if FOUNDATION in wanted:
-        inputs[FOUNDATION] = foundation
-    return config.model_class(config, dataset, **inputs).to(config["device"])
+    return config.model_class(config, split.train_data.dataset, **(inputs or {})).to(config["device"])
 
 
 @dataclass
@@ -182,6 +129,11 @@ def fit(config: Config, model, split: Split, saved: bool, callback_fn=None, lead
         if trainer.cur_step == 0:
             progress["best"] = {"epoch": epoch, "seconds": time.perf_counter() - start}
         progress["curve"].append((epoch, score))
+        if leader:  # the console's progress, as a benchmark's cells show theirs
+            getLogger().info(
+                set_color("validation", "blue") + f": epoch {epoch} {config['valid_metric'].lower()} {score:.4f}, best "
+                f"{trainer.best_valid_score:.4f} (epoch {progress['best'].get('epoch')}), {time.perf_counter() - start:.1f} s elapsed"
+            )
         if resume:
             resume.save(epoch, {**progress, "seconds": time.perf_counter() - start})
         if callback_fn is not None and leader:  # benchmark hook: progress lines

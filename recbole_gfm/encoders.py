@@ -42,10 +42,11 @@ class RelationalSAGEConv(nn.Module):
 
     With "max" it equals ``HeteroConv({r: SAGEConv(aggr="max", project=True, root_weight=False)},
     aggr="sum")`` plus a self linear map, fused across relations: one projection per relation of
-    only the (relation, node) pairs the block's edges use, one gather, one segment reduction over the
-    non-empty (relation, destination) segments. Work and memory are O(edges x d), never
-    O(relations x nodes x d) (10 item types: 55 relations; 450k items x 64 floats each = 6 GB).
-    R separate SAGEConv calls would cost R times the kernel launches on CPU.
+    only the (relation, node) pairs the block's edges use, one gather and segment reduction over the
+    non-empty (relation, destination) segments. Work is O(edges x d), never O(relations x nodes x d)
+    (10 item types: 55 relations; 450k items x 64 floats each = 6 GB); with "max" and "mean" the
+    gathered [edges, d] messages are never held either (:func:`gather_segment_reduce`): memory is
+    O((pairs + segments) x d). R separate SAGEConv calls would cost R times the kernel launches on CPU.
     """
 
     def __init__(self, in_dim: int, out_dim: int, n_relations: int, aggregation: str = "max"):
@@ -71,7 +72,7 @@ class RelationalSAGEConv(nn.Module):
         keys = block.edge_type * n_src + src  # the (relation, source) of every edge
         if self.aggregation == "attention":  # the centres' own projections too: W_r h_i + b_r
             keys = torch.cat([keys, block.edge_type * n_src + block.dst_in_src[dst]])
-        pairs, index = torch.unique(keys, return_inverse=True)  # sorted: grouped by relation
+        pairs, index = _distinct(keys, n_rel * n_src)  # sorted: grouped by relation
         projected = _per_relation(h_src[pairs % n_src], pairs // n_src, n_rel, self.pool_weight, self.pool_bias)
         # edges arrive sorted by (relation, dst): each non-empty segment is one run
         segments, lengths = torch.unique_consecutive(block.edge_type * n_dst + dst, return_counts=True)
@@ -82,11 +83,82 @@ class RelationalSAGEConv(nn.Module):
             weight = pyg_softmax(logits, block.edge_type * n_dst + dst, num_nodes=n_rel * n_dst)
             agg = torch.segment_reduce(messages * weight.unsqueeze(-1), "sum", lengths=lengths)
         else:
-            # segment_reduce's backward is ~2x cheaper on CPU than scatter-max's (PyG's scatter /
-            # SAGEConv(aggr="max")); an empty segment is absent, as its zero term would be
-            agg = torch.segment_reduce(torch.relu(projected).index_select(0, index), self.aggregation, lengths=lengths)
+            # = segment_reduce(relu(projected)[index]) without the [edges, d] message tensor (see
+            # gather_segment_reduce); an empty segment is absent, as its zero term would be
+            agg = gather_segment_reduce(torch.relu(projected), index, lengths, self.aggregation)
         out = _per_relation(agg, segments // n_dst, n_rel, self.out_weight)
         return self.self_lin(h_dst).index_add(0, segments % n_dst, out)
+
+
+def _distinct(keys: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(keys, return_inverse=True)`` for keys in ``[0, size)``, without sorting the keys.
+
+    A mark per possible key (``size`` = relations x source nodes of the block, so this work and memory
+    follow the block, not the catalogue) replaces the O(edges log edges) sort: O(edges + size).
+    """
+    mark = torch.zeros(size, dtype=torch.bool, device=keys.device)
+    mark[keys] = True
+    distinct = torch.nonzero(mark).flatten()
+    slot = torch.empty(size, dtype=torch.long, device=keys.device)  # only the marked entries are written and read
+    slot[distinct] = torch.arange(len(distinct), device=keys.device)
+    return distinct, slot[keys]
+
+
+GATHER_CHUNK = 1 << 14  # edges gathered at once by gather_segment_reduce: 4 MB of 64-d float rows
+
+
+class _GatherSegmentReduce(torch.autograd.Function):
+    """``segment_reduce(table.index_select(0, index), mode, lengths)`` in chunks of whole segments.
+
+    The forward keeps only the [segments, d] result; the backward gathers each chunk's rows again and
+    scatters its gradient into ``table`` (index_add, in edge order, deterministic). Neither direction
+    holds an [edges, d] tensor: with edges >> segments (fan-outs x relations per node) that tensor,
+    its zero-filled gradient and their page faults were most of a layer's time and memory.
+    Gradients are segment_reduce's, to the bit (its own backward kernel, chunk by chunk).
+    """
+
+    @staticmethod
+    def forward(ctx, table, index, lengths, mode: str, chunk: int):
+        bounds = _chunks(lengths, chunk)
+        out = table.new_empty(len(lengths), table.shape[1])
+        for s0, s1, e0, e1 in bounds:
+            out[s0:s1] = torch.segment_reduce(table.index_select(0, index[e0:e1]), mode, lengths=lengths[s0:s1])
+        ctx.save_for_backward(table, index, lengths, out)
+        ctx.mode, ctx.bounds = mode, bounds
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        table, index, lengths, out = ctx.saved_tensors
+        grad_table = torch.zeros_like(table)
+        for s0, s1, e0, e1 in ctx.bounds:
+            rows = index[e0:e1]
+            # segment_reduce's own backward on this chunk's rows, gathered again
+            grad_rows = torch.ops.aten._segment_reduce_backward(
+                grad_out[s0:s1], out[s0:s1], table.index_select(0, rows), ctx.mode, lengths=lengths[s0:s1]
+            )
+            grad_table.index_add_(0, rows, grad_rows)
+        return grad_table, None, None, None, None
+
+
+def _chunks(lengths: torch.Tensor, chunk: int) -> list[tuple[int, int, int, int]]:
+    """(first segment, end segment, first edge, end edge) of runs of whole segments of about ``chunk`` edges."""
+    starts = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])  # starts[s]: first edge of segment s
+    total = int(starts[-1])
+    cuts = torch.searchsorted(starts, torch.arange(chunk, max(total, chunk), chunk, device=lengths.device), right=True) - 1
+    segments = torch.unique(torch.cat([cuts.clamp(min=1, max=len(lengths)), lengths.new_tensor([len(lengths)])]))
+    segments = [0] + segments.tolist()
+    edges = starts[segments].tolist()
+    return [(a, b, edges[k], edges[k + 1]) for k, (a, b) in enumerate(zip(segments[:-1], segments[1:]))]
+
+
+def gather_segment_reduce(
+    table: torch.Tensor, index: torch.Tensor, lengths: torch.Tensor, mode: str, chunk: int | None = None
+) -> torch.Tensor:
+    """Per segment (``lengths`` consecutive entries of ``index``, none empty) the ``mode`` ("max" /
+    "mean") of the ``table`` rows it indexes: ``segment_reduce(table[index], mode, lengths=lengths)``
+    in value and gradient, in O(segments x d + chunk x d) memory instead of O(edges x d)."""
+    return _GatherSegmentReduce.apply(table, index, lengths, mode, chunk or GATHER_CHUNK)
 
 
 def _per_relation(x: torch.Tensor, relation: torch.Tensor, n_rel: int, weight: torch.Tensor, bias=None) -> torch.Tensor:

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch_geometric.nn import SAGEConv
 
 from recbole_gfm.data.link_loader import sample_blocks
-from recbole_gfm.encoders import PropagationEncoder, RelationalSAGEConv, build_encoder, embed_without_edges
+from recbole_gfm.encoders import (
+    PropagationEncoder, RelationalSAGEConv, build_encoder, embed_without_edges, gather_segment_reduce,
+)  # fmt: skip
 from test_link_loader import csrs_of, random_graph
 
 
@@ -43,6 +45,27 @@ def test_fused_layer_matches_pyg_sageconv_per_relation_in_values_and_gradients(a
     (ours_grad,) = torch.autograd.grad((ours * weights).sum(), h_src, retain_graph=True)
     (reference_grad,) = torch.autograd.grad((reference * weights).sum(), h_src)
     assert torch.allclose(ours_grad, reference_grad)
+
+
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_chunked_gather_reduce_equals_segment_reduce_of_the_gathered_rows_in_values_and_gradients(mode):
+    # the layer's aggregation never holds an [edges, d] tensor; it must be segment_reduce(table[index])
+    # to the bit, ties (equal rows, ReLU zeros) and gradients of either sign included, for any chunking
+    g = torch.Generator().manual_seed(0)
+    table = torch.relu(torch.randn(40, 6, generator=g, dtype=torch.double))
+    table[7] = table[8]
+    table = table.requires_grad_()
+    lengths = torch.randint(1, 9, (30,), generator=g)
+    index = torch.randint(0, 40, (int(lengths.sum()),), generator=g)
+    index[:2] = torch.tensor([7, 8])
+    expected = torch.segment_reduce(table.index_select(0, index), mode, lengths=lengths)
+    weights = torch.randn(expected.shape, generator=g, dtype=torch.double)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), table)
+    for chunk in (1, 5, 17, 10_000):
+        ours = gather_segment_reduce(table, index, lengths, mode, chunk)
+        assert torch.equal(ours, expected)
+        (grad,) = torch.autograd.grad((ours * weights).sum(), table)
+        assert torch.equal(grad, expected_grad)
 
 
 def test_attention_weights_each_relations_neighbours_by_a_softmax_that_sums_to_one():

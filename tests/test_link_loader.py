@@ -11,7 +11,7 @@ from recbole.utils import init_seed
 
 from conftest import typed_overrides
 from recbole_gfm.config import Config
-from recbole_gfm.data.graph import CoInteractionGraph, build_cointeraction_graph
+from recbole_gfm.data.graph import CoInteractionGraph, RelationCSR, build_cointeraction_graph
 from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, edge_keys, sample_blocks, sample_neighbours
 from recbole_gfm.data.protocol import data_preparation
 from recbole_gfm.registry import create_dataset
@@ -115,6 +115,39 @@ def test_excluded_edges_are_never_drawn_and_the_fanout_is_filled_from_the_others
     # the reverse direction is another key: excluding (c, h) leaves (h, c) drawable
     neighbour, _ = sample_neighbours(csrs[0], torch.tensor([hidden[0]]), None, exclude=exclude)
     assert centre in neighbour.tolist()
+
+
+class _Spy(torch.Tensor):
+    """A tensor that records the size of every result computed directly from it (results are plain tensors)."""
+
+    sizes: list[int] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        for x in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(x, torch.Tensor):
+                cls.sizes.append(x.numel())
+        if isinstance(out, (tuple, list)):
+            return type(out)(x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x for x in out)
+        return out.as_subclass(torch.Tensor) if isinstance(out, torch.Tensor) else out
+
+
+def test_sampling_reads_only_the_seed_rows_never_whole_csr_arrays():
+    # a per-step cost over the whole graph (degrees of every node, keys over every edge, a sort
+    # of a CSR array) shows as a result sized by the catalogue or the edges: none may exceed the
+    # candidates of the seed rows
+    edge_index, edge_type, n, R = random_graph(num_nodes=5000, num_edges=60000)
+    csrs = [RelationCSR(*(t.as_subclass(_Spy) for t in csr)) for csr in csrs_of(edge_index, edge_type, n, R)]
+    seeds = torch.tensor([3, 77, 78, 1200, 4999])
+    anchor, positive = seeds[:2], torch.stack([csrs[0].col[csrs[0].rowptr[s]] for s in seeds[:2]]).as_subclass(torch.Tensor)
+    exclude = torch.sort(torch.cat([edge_keys(anchor, positive, n), edge_keys(positive, anchor, n)])).values
+    _Spy.sizes = []
+    (block,) = sample_blocks(csrs, seeds, [3], torch.Generator().manual_seed(0), exclude)
+    candidates = sum(int(csr.rowptr[s + 1] - csr.rowptr[s]) for csr in csrs for s in seeds)
+    assert _Spy.sizes and max(_Spy.sizes) <= candidates < edge_index.shape[1] // 100
+    drawn = set(zip(block.dst[block.edge_index[1]].tolist(), block.src[block.edge_index[0]].tolist()))
+    assert not drawn & set(zip(anchor.tolist(), positive.tolist())), "a target edge was drawn"
 
 
 @pytest.fixture(scope="module")

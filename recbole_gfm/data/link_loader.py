@@ -74,20 +74,44 @@ def sample_neighbours(
     ``fanout=None`` (or <= 0) keeps every neighbour: the full-graph mode. ``exclude``: sorted keys
     (:func:`edge_keys`, centre first) of edges that must not be drawn. Runs on the CSR's device.
     """
+    neighbour, row = _sample_rows(csr, nodes, fanout, generator, exclude)
+    return torch.stack([neighbour, nodes[row]])
+
+
+def _sample_rows(
+    csr: RelationCSR,
+    nodes: torch.Tensor,
+    fanout: int | None,
+    generator: torch.Generator | None = None,
+    exclude: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_neighbours` as (neighbour ids, index of the centre in ``nodes``), rows ascending.
+
+    Reads only the CSR rows of ``nodes``: the work is their candidates (at most their degrees), and
+    the exclusion test keys only the candidates of rows whose centre is the centre of an excluded
+    edge (a batch's anchors and positives), never every candidate.
+    """
     device = csr.rowptr.device
     start = csr.rowptr[nodes]
     degree = csr.rowptr[nodes + 1] - start
     total = int(degree.sum())
     if total == 0:
-        return torch.empty((2, 0), dtype=torch.long, device=device)
-    row = torch.repeat_interleave(torch.arange(len(nodes), device=device), degree)
-    position = start[row] + torch.arange(total, device=device) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        return empty, empty
+    row = torch.repeat_interleave(torch.arange(len(nodes), device=device), degree, output_size=total)
+    position = start[row] + torch.arange(total, device=device) - torch.repeat_interleave(degree.cumsum(0) - degree, degree, output_size=total)
     if exclude is not None and len(exclude):
-        keys = edge_keys(nodes[row], csr.col[position], len(csr.rowptr) - 1)
-        found = torch.searchsorted(exclude, keys).clamp(max=len(exclude) - 1)
-        keep = exclude[found] != keys
-        row, position = row[keep], position[keep]
-        degree = torch.bincount(row, minlength=len(nodes))
+        num_items = len(csr.rowptr) - 1
+        centres = torch.unique_consecutive(exclude // num_items)  # keys sort by centre first
+        found = torch.searchsorted(centres, nodes).clamp(max=len(centres) - 1)
+        targeted = torch.nonzero((centres[found] == nodes)[row]).flatten()  # candidates of those rows only
+        if len(targeted):
+            keys = edge_keys(nodes[row[targeted]], csr.col[position[targeted]], num_items)
+            hit = torch.searchsorted(exclude, keys).clamp(max=len(exclude) - 1)
+            keep = torch.ones(total, dtype=torch.bool, device=device)
+            keep[targeted[exclude[hit] == keys]] = False
+            row, position = row[keep], position[keep]
+            degree = torch.bincount(row, minlength=len(nodes))
     if fanout is not None and fanout > 0 and len(row) and int(degree.max()) > fanout:
         # rank the candidates of each row by a random key; keep the first `fanout`
         key = torch.rand(len(row), generator=generator, device=device, dtype=torch.float64)
@@ -97,7 +121,7 @@ def sample_neighbours(
         rank[order] = torch.arange(len(row), device=device) - first[row[order]]
         keep = rank < fanout
         row, position = row[keep], position[keep]
-    return torch.stack([csr.col[position], nodes[row]])
+    return csr.col[position], row
 
 
 def sample_blocks(
@@ -115,21 +139,23 @@ def sample_blocks(
     blocks: list[Block] = []
     dst = torch.unique(seeds)
     for fanout in reversed(fanouts):
-        blocks.append(_block([sample_neighbours(csr, dst, fanout, generator, exclude) for csr in csrs], dst))
+        blocks.append(_block([_sample_rows(csr, dst, fanout, generator, exclude) for csr in csrs], dst))
         dst = blocks[-1].src
     return blocks[::-1]
 
 
-def _block(per_relation: list[torch.Tensor], dst: torch.Tensor) -> Block:
-    """Assemble a block from per-relation (global neighbour, global centre) edge lists."""
-    edges = torch.cat(per_relation, dim=1)
+def _block(per_relation: list[tuple[torch.Tensor, torch.Tensor]], dst: torch.Tensor) -> Block:
+    """Assemble a block from per-relation (global neighbour id, index of the centre in ``dst``) edge lists."""
+    neighbour = torch.cat([n for n, _ in per_relation])
+    centre = torch.cat([c for _, c in per_relation])
     edge_type = torch.repeat_interleave(
         torch.arange(len(per_relation), device=dst.device),
-        torch.tensor([e.shape[1] for e in per_relation], dtype=torch.long, device=dst.device),
+        torch.tensor([len(n) for n, _ in per_relation], dtype=torch.long, device=dst.device),
+        output_size=len(neighbour),
     )
-    src = torch.unique(torch.cat([dst, edges[0]]))
-    edge_index = torch.stack([torch.searchsorted(src, edges[0]), torch.searchsorted(dst, edges[1])])
-    return Block(src, dst, edge_index, edge_type, torch.searchsorted(src, dst))
+    # one sort gives the sources and where every dst node and every neighbour sits among them
+    src, where = torch.unique(torch.cat([dst, neighbour]), return_inverse=True)
+    return Block(src, dst, torch.stack([where[len(dst) :], centre]), edge_type, where[: len(dst)])
 
 
 @dataclass

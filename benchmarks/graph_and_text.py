@@ -103,13 +103,13 @@ def text_case(threads: int, shared_data: str, sample: int = 2000) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from recbole_gfm.data.text import _load_encoder, encode_texts
+    from recbole_gfm.data.text import load_text_encoder, encode_texts
 
     item = pd.read_csv(os.path.join(shared_data, "amazon-food-kitchen", "amazon-food-kitchen.item"), sep="\t")
     titles = item["title:token_seq"].dropna().astype(str)
     titles = titles[titles.str.strip() != ""].sample(sample, random_state=0).tolist()
     start = time.perf_counter()
-    _load_encoder("all-MiniLM-L6-v2", "cpu")
+    load_text_encoder("all-MiniLM-L6-v2", "cpu")
     load = time.perf_counter() - start
     start = time.perf_counter()
     vectors = encode_texts(titles, batch_size=128, cache_dir=None, show_progress=False)

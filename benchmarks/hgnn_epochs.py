@@ -36,6 +36,8 @@ def run_case(dataset: str, balanced: bool, exclude: bool, epochs: int, threads: 
     from recbole_gfm.config import Config
     from recbole_gfm.data.protocol import data_preparation
     from recbole_gfm.registry import create_dataset, training_data
+    from recbole_gfm.run.inputs import prepare_inputs
+    from recbole_gfm.run.stages import Split
 
     settings = {
         **CASES[dataset], "balanced_sampling": balanced, "exclude_target_edges": exclude, "state": "ERROR", "show_progress": False,
@@ -44,8 +46,9 @@ def run_case(dataset: str, balanced: bool, exclude: bool, epochs: int, threads: 
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
     start = time.perf_counter()
-    model = config.model_class(config, train_data.dataset)
-    loader = training_data(config, train_data)  # the link loader the run trains HGNN on
+    inputs = prepare_inputs(config, Split(train_data, None, None, None), None)  # the text vectors and the graph
+    model = config.model_class(config, train_data.dataset, **inputs)
+    loader = training_data(config, train_data, graph=inputs["graph"])  # the link loader the run trains HGNN on
     setup = time.perf_counter() - start
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     model.train()

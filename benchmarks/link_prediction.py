@@ -46,20 +46,22 @@ def run_case(dataset: str, protocol: str, exclude: bool, overrides: dict, sample
     from recbole_gfm.data.text import item_text_embeddings
     from recbole_gfm.model.hgnn import HGNN
     from recbole_gfm.data.protocol import data_preparation, protocol_file
-    from recbole_gfm.registry import create_dataset, training_data
     from recbole_gfm.foundation.trainer import HGNNTrainer
+    from recbole_gfm.registry import create_dataset, training_data
+    from recbole_gfm.run.inputs import prepare_inputs
+    from recbole_gfm.run.stages import Split
 
     settings = {"state": "WARNING", "show_progress": False, **overrides, "exclude_target_edges": exclude}
     config = Config("HGNN", dataset, [protocol_file(protocol)], settings)
     init_seed(config["seed"], config["reproducibility"])
     torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
     train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    model = HGNN(config, train_data.dataset).to(config["device"])
+    model = HGNN(config, train_data.dataset, **prepare_inputs(config, Split(train_data, valid_data, None, None), None)).to(config["device"])
     trainer = HGNNTrainer(config, model)
     best = {}
     start = time.perf_counter()
     _, best_result = trainer.fit(
-        training_data(config, train_data), valid_data, saved=False,
+        training_data(config, train_data, graph=model.graph), valid_data, saved=False,
         callback_fn=lambda epoch, score: best.update(epoch=epoch) if trainer.cur_step == 0 else None,
     )  # fmt: skip
     seconds = time.perf_counter() - start

@@ -19,7 +19,7 @@ sentence-transformers name or path works); it encodes ~30,000 items/s.
 
 **Cases.** One subprocess per (set, model, processes): peak RSS (``ru_maxrss``) is the case's
 own; with 2 processes each rank reports its own and the table gives the largest and the sum.
-A case runs the pipeline of :func:`recbole_gfm.quick_start.run_process` step by step (RecBole's
+A case runs the stages of :func:`recbole_gfm.quick_start.run_process` step by step (RecBole's
 RS 8:1:1 time-ordered user split, full ranking; each model's default settings but SASRec's batch
 of 512 sequences, see MODEL_SETTINGS) and times ``data`` (RecBole's dataset and split),
 ``epoch`` (one training epoch of RecBole's Trainer; with ``--max-steps`` its first steps,
@@ -233,13 +233,14 @@ def measure(case: dict, local_rank: int | None = None, plan=None) -> dict:
 
     from recbole_gfm.config import Config
     from recbole_gfm.data.graph import build_cointeraction_graph
-    from recbole_gfm.data.text import encode_texts
-    from recbole_gfm.foundation.store import artifact_dir, foundation_config, is_complete, save_foundation
     from recbole_gfm.data.protocol import data_preparation
-    from recbole_gfm.quick_start import (
-        create_dataset, get_trainer, prepare_foundation, rank0_first, single_process_view, training_data,
-    )  # fmt: skip
+    from recbole_gfm.data.text import encode_texts, item_text_embeddings
+    from recbole_gfm.foundation.store import artifact_dir, foundation_config, read_cached, save_foundation
     from recbole_gfm.foundation.trainer import foundation_checkpoint
+    from recbole_gfm.registry import create_dataset, get_trainer, training_data
+    from recbole_gfm.run.inputs import prepare_inputs
+    from recbole_gfm.run.launch import rank0_first, single_process_view
+    from recbole_gfm.run.stages import Split
 
     row: dict = {}
     foundation_row = case["model"] == FOUNDATION
@@ -263,13 +264,14 @@ def measure(case: dict, local_rank: int | None = None, plan=None) -> dict:
         encode_texts(texts, model=ENCODER, batch_size=4096, device="cpu", cache_dir=None, show_progress=False)
         row["text_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        graph = build_cointeraction_graph(fconfig, train_data.dataset)  # kept on the dataset: the HGNN reads it
+        graph = build_cointeraction_graph(fconfig, train_data.dataset)  # the HGNN and its link loader read it
         row.update(graph_s=time.perf_counter() - start, graph_edges=int(graph.edge_index.shape[1]), rss_graph_mb=rss_mb())
         init_seed(fconfig["seed"], fconfig["reproducibility"])
         start = time.perf_counter()
-        model = fconfig.model_class(fconfig, train_data.dataset)
+        model = fconfig.model_class(fconfig, train_data.dataset, text=item_text_embeddings(fconfig, train_data.dataset), graph=graph)
         row.update(model_s=time.perf_counter() - start, rss_model_mb=rss_mb())
-        train_epoch(row, get_trainer(fconfig)(fconfig, model), training_data(fconfig, train_data), case["foundation_steps"])
+        loader = training_data(fconfig, train_data, graph=graph)
+        train_epoch(row, get_trainer(fconfig)(fconfig, model), loader, case["foundation_steps"])
         start = time.perf_counter()
         model.eval()
         save_foundation(
@@ -280,15 +282,18 @@ def measure(case: dict, local_rank: int | None = None, plan=None) -> dict:
         return row
 
     with rank0_first(config):
+        foundation = None
         if model_name == "GFM":  # the foundation row made the artifact: reading it is not timed as training
             fconfig = foundation_config(single_process_view(config))
             path = artifact_dir(fconfig, train_data.dataset, foundation_checkpoint(fconfig, valid_data))
-            if not is_complete(path):
+            foundation = read_cached(path)
+            if foundation is None:
                 raise RuntimeError(f"no foundation artifact {path}: run the {FOUNDATION} row first (--fresh)")
-            prepare_foundation(config, train_data, valid_data)
+            config["foundation_path"] = path
+        inputs = prepare_inputs(config, Split(train_data, valid_data, None, None), foundation)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         start = time.perf_counter()
-        model = config.model_class(config, train_data.dataset).to(config["device"])
+        model = config.model_class(config, train_data.dataset, **inputs).to(config["device"])
         row["model_s"] = time.perf_counter() - start
         if model_name == "LightGCN":  # its normalised adjacency is built in the constructor
             row["graph_s"] = row["model_s"]
@@ -327,7 +332,7 @@ def run_case(case: dict) -> dict:
         return row
     import torch.multiprocessing
 
-    from recbole_gfm.quick_start import Launch
+    from recbole_gfm.run.launch import Launch
 
     with socket.socket() as probe:
         probe.bind(("", 0))

@@ -46,11 +46,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from recbole_gfm.data.text import item_text_embeddings
     from recbole_gfm.model.gfm import GFM
-    from recbole_gfm.quick_start import training_data
+    from recbole_gfm.registry import training_data
 
     config, train = train_split("GFM", args, {"mlp_hidden_sizes": [128], "use_foundation": False})
-    model = GFM(config, train.dataset)
+    model = GFM(config, train.dataset, text=item_text_embeddings(config, train.dataset))
     data = training_data(config, train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     degree = model.history_indptr[1:] - model.history_indptr[:-1]

@@ -5,7 +5,7 @@
 
 Builds the synthetic sets of ``benchmarks/scaling.py`` (its :func:`generate`, its cheap static text
 encoder; ``--users-case U``: U users and 10 types with the benchmark's USERS_CASE_FOUNDATION
-settings), then, as the pipeline does (``scaling.measure`` / ``quick_start.train_foundation``): the
+settings), then, as the pipeline does (``scaling.measure`` / ``run.inputs.train_foundation``): the
 GFM config, RecBole's split, the foundation config, the HGNN model and its LinkLoader
 (``training_data``), and RecBole's optimizer (``HGNNTrainer``). It then times ``--steps`` training
 steps, split into collation (the LinkLoader's ``collate_fn``: edges, negatives, neighbour sampling),

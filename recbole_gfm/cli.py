@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        what = "board: its finished cells and trials are kept, a running cell keeps its last validated epoch, and the " \
+            "same command goes on from there" if args.benchmark else "run: the same command goes on from its last validated epoch"
+        print(f"stopped (Ctrl-C). The {what}.", file=sys.stderr)
+        return 130
     if record is None:  # a machine of a multi-machine run without rank 0: that machine prints the result
         print("done: the result is rank 0's (offset 0), on the machine that runs it")
         return 0

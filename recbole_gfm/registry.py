@@ -103,7 +103,7 @@ def create_dataset(config):
     return recbole_create_dataset(config) if dataset_class is None else dataset_class(config)
 
 
-def training_data(config, train_data):
-    """The model's own train loader (``train_loader``: e.g. HGNN's link batches) or RecBole's."""
+def training_data(config, train_data, graph=None):
+    """The model's own train loader (``train_loader``: HGNN's link batches over the prepared ``graph``) or RecBole's."""
     loader = getattr(config.model_class, "train_loader", None)
-    return train_data if loader is None else loader(config, train_data.dataset, shuffle=True)
+    return train_data if loader is None else loader(config, train_data.dataset, shuffle=True, graph=graph)

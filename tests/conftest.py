@@ -95,8 +95,8 @@ def typed_overrides(typed: dict, **extra) -> dict:
     return settings
 
 
-# Test tiers: a test that requests one of these fixtures runs the pipeline on data (RecBole's
-# dataset, a split, a training run, a subprocess): it is marked e2e. The fast tier is
+# Test tiers: a test that requests one of these fixtures, or lives in one of these modules, runs the
+# pipeline on data (RecBole's dataset, a split, a training run, a subprocess): it is marked e2e. The fast tier is
 # `bash scripts/test.sh -m "not e2e"`; `bash scripts/test.sh` runs everything (CI).
 PIPELINE_FIXTURES = frozenset({
     "workdir", "ml100k_slice", "typed_slice", "typed_data", "genre_slice", "planted", "temporal_run", "clean_run",
@@ -104,7 +104,11 @@ PIPELINE_FIXTURES = frozenset({
 })  # fmt: skip
 
 
+PIPELINE_MODULES = frozenset({"test_benchmark_scripts"})  # every test runs a benchmark script in a subprocess
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+        runs_pipeline = PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in PIPELINE_MODULES
+        if runs_pipeline or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.e2e)

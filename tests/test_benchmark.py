@@ -346,8 +346,8 @@ def _session(sid: int) -> list[int]:
 @pytest.mark.parametrize(
     "code, snapshot, said",
     [
-        (-signal.SIGTERM, True, "stopped after 0.0 s (signal 15); a re-run resumes it from its last validated epoch"),
-        (-signal.SIGKILL, False, "stopped after 0.0 s (signal 9); a re-run starts it again"),
+        (-signal.SIGTERM, True, "stopped by signal 15 after 0.0 s; a re-run resumes it from its last validated epoch"),
+        (-signal.SIGKILL, False, "stopped by signal 9 after 0.0 s; a re-run starts it again"),
         (1, True, "FAILED after 0.0 s (exit 1)"),  # the run raised: FAILED, whatever files it left
     ],
 )

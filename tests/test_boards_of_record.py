@@ -112,7 +112,8 @@ def test_a_cell_cut_by_the_time_budget_resumes_from_its_committed_snapshot_to_th
     monkeypatch.setattr(runner, "_say", say)
     assert runner.run_benchmark(cut, time_budget=3600, clock=lambda: now[0]) == 0
     out = capsys.readouterr().out
-    assert "a re-run resumes it from its last validated epoch" in out and "time budget reached" in out
+    assert "stopped with the board after" in out and "a re-run resumes it from its last validated epoch" in out
+    assert "time budget reached" in out
     assert "left: 1 cells (BPR 1)" in out
     assert not cells_of(cut)
     snapshot = glob.glob(os.path.join(cut, "snapshots", "*", "BPR-resume-*.pth"))
@@ -178,13 +179,29 @@ def test_a_row_whose_code_changed_is_stale_not_extended_and_re_run_only_when_ask
     assert "BPR on typed: stale (recbole_gfm.run.evaluation changed); not run: --rerun-stale re-runs it whole" in out
     assert len(glob.glob(os.path.join(board, "cells", "BPR__*.json"))) == 1
     report = open(os.path.join(board, "leaderboard.md")).read()
-    assert "| BPR | 1/2 stale |" in report and "stale: the code these rows ran with has changed since" in report
+    assert "| BPR | 1/2 stale |" in report and "stale: the code or settings these rows ran with have changed since" in report
     assert "BPR (recbole_gfm.run.evaluation changed)" in report and "--rerun-stale" in report
     assert "stale rows not re-run: BPR (--rerun-stale)" in out
 
     assert runner.run_benchmark(board, rerun_stale=True) == 0
     records = [read_json(p) for p in glob.glob(os.path.join(board, "cells", "BPR__*.json"))]
     assert len(records) == 2 and all(r["code"]["modules"]["recbole_gfm.run.evaluation"] != "0" * 16 for r in records)
+    assert "| BPR | 2/2 |" in open(os.path.join(board, "leaderboard.md")).read()
+
+    # Pop's cells ran when a default it does not set resolved otherwise (a package default changed since)
+    for path in glob.glob(os.path.join(board, "cells", "Pop__*.json")):
+        record = read_json(path)
+        record["config"]["train_batch_size"] = 7
+        write_json(path, record)
+    capsys.readouterr()
+    assert runner.run_benchmark(board) == 0
+    assert "Pop on typed: stale (setting train_batch_size: 7 -> 2048)" in capsys.readouterr().out
+    # a key the package added since (a new feature, off by default) leaves a row current
+    for path in glob.glob(os.path.join(board, "cells", "BPR__*.json")):
+        record = read_json(path)
+        del record["config"]["cold_item_ratio"]
+        write_json(path, record)
+    assert runner.run_benchmark(board) == 0
     assert "| BPR | 2/2 |" in open(os.path.join(board, "leaderboard.md")).read()
 
 

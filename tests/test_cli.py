@@ -41,3 +41,13 @@ def test_prepare_foundation_errors_are_one_line(tmp_path, capsys, case):
     assert error.startswith(f"error: {checkpoint}") and error.count("\n") == 1
     if case == "no hash file":
         assert "GFM-x.pth.sha256" in error and "copy both" in error
+
+
+def test_ctrl_c_on_a_board_is_one_line_saying_what_is_kept(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("recbole_gfm.bench.runner.run_benchmark", interrupted)
+    assert cli.main(["--benchmark", "benchmarks/published-ml1m/"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped (Ctrl-C). The board: its finished cells and trials are kept" in err and "Traceback" not in err

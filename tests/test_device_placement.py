@@ -49,7 +49,7 @@ def setup(typed: dict, model: str, device: str = "cpu", **settings):
     init_seed(config["seed"], config["reproducibility"])
     split = prepare_data(config)
     model_obj = build_with_inputs(config, split, prepare_foundation(config, split))
-    batch = next(iter(training_data(config, split.train_data))).to(config["device"])
+    batch = next(iter(training_data(config, split.train_data, graph=getattr(model_obj, "graph", None)))).to(config["device"])
     return config, model_obj, batch
 
 

@@ -61,7 +61,7 @@ class CountingEncoder:
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])
 def test_a_damaged_text_cache_is_named_in_one_warning_and_encoded_again(tmp_path, monkeypatch, caplog, damage):
     encoder = CountingEncoder()
-    monkeypatch.setattr(text, "_load_encoder", lambda model, device: encoder)
+    monkeypatch.setattr(text, "load_text_encoder", lambda model, device: encoder)
     titles = ["Toy Story (1995)", "Heat (1995)", "Fargo (1996)"]
     first = encode_texts(titles, cache_dir=str(tmp_path), show_progress=False)
     [name] = [f for f in os.listdir(tmp_path / "text_embeddings") if not f.startswith(".")]  # not its lock

@@ -171,7 +171,7 @@ def test_the_link_loader_hides_every_batchs_target_edges_from_its_blocks(typed_t
     leaks = {}
     for exclude in (True, False):
         config["exclude_target_edges"] = exclude
-        loader = LinkLoader(config, dataset, shuffle=True)
+        loader = LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset))
         leaked = total = 0
         for batch in loader:
             seen = block_edges(batch)
@@ -189,7 +189,7 @@ def test_balanced_loader_draws_the_rarest_relations_size_from_each_relation_ever
     graph = build_cointeraction_graph(config, dataset)
     sizes = torch.bincount(graph.edge_type, minlength=graph.num_relations)
     present = sizes > 0
-    loader = LinkLoader(config, dataset, shuffle=True)
+    loader = LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset))
     assert loader.dataset is dataset and loader.shuffle and len(loader) == -(-loader.sample_size // 64)
     edges = set(zip(*graph.edge_index.tolist(), graph.edge_type.tolist()))
     epochs = []
@@ -209,12 +209,12 @@ def test_balanced_loader_draws_the_rarest_relations_size_from_each_relation_ever
         epochs.append(sorted(pairs))
     assert epochs[0] != epochs[1], "the balanced sample is redrawn every epoch"
     # the same seed gives the same batches
-    again = LinkLoader(config, dataset, shuffle=True)
-    first, repeat = next(iter(LinkLoader(config, dataset, shuffle=True))), next(iter(again))
+    again = LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset))
+    first, repeat = next(iter(LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset)))), next(iter(again))
     assert torch.equal(first.negative, repeat.negative) and torch.equal(first.blocks[0].edge_index, repeat.blocks[0].edge_index)
 
     config["balanced_sampling"] = False
-    plain = LinkLoader(config, dataset, shuffle=True)
+    plain = LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset))
     assert sum(len(b) for b in plain) == graph.edge_index.shape[1]
     config["balanced_sampling"] = True
 
@@ -226,7 +226,7 @@ def test_hard_negatives_are_two_hops_away_and_grow_one_per_epoch(typed_train):
     neighbours = {}
     for s, d in graph.edge_index.T.tolist():
         neighbours.setdefault(d, set()).add(s)
-    loader = LinkLoader(config, dataset, shuffle=True)
+    loader = LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset))
     widths, two_hop, total = [], 0, 0
     for _ in range(3):
         batch = next(iter(loader))
@@ -252,7 +252,7 @@ def test_ranks_draw_the_same_balanced_epoch_and_each_trains_on_its_own_shard(typ
         monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None, _rank=rank: _rank)
         monkeypatch.setitem(config.final_config_dict, "single_spec", False)
         monkeypatch.setitem(config.final_config_dict, "world_size", 2)
-        loaders.append(LinkLoader(config, dataset, shuffle=True))
+        loaders.append(LinkLoader(config, dataset, shuffle=True, graph=build_cointeraction_graph(config, dataset)))
     assert all(isinstance(l.sampler, torch.utils.data.DistributedSampler) for l in loaders)
     assert loaders[0].step == 32 and len(loaders[0]) == len(loaders[1])  # 64 edges a step in all, 32 per rank
     shards = []

@@ -82,16 +82,16 @@ def test_infonce_link_loss_is_the_softmax_over_in_batch_and_random_candidates(ty
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.model.hgnn import HGNN
-    from recbole_gfm.data.protocol import data_preparation
-    from recbole_gfm.registry import create_dataset, training_data
+    from recbole_gfm.registry import training_data
+    from recbole_gfm.run.inputs import build_with_inputs
+    from recbole_gfm.run.stages import prepare_data
 
     config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(
         typed_slice, link_loss="infonce", train_batch_size=32, num_negatives=3, aggregation="attention"))
     init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = HGNN(config, train_data.dataset)
-    batch = next(iter(training_data(config, train_data)))
+    split = prepare_data(config)
+    model = build_with_inputs(config, split)
+    batch = next(iter(training_data(config, split.train_data, graph=model.graph)))
     z = model.encoder(model.text_features, batch.blocks)
     at = lambda ids: z[torch.searchsorted(batch.nodes, ids)]  # noqa: E731
     loss = 0.0
@@ -126,13 +126,12 @@ def test_item_embeddings_in_chunks_equal_one_pass_over_every_item(typed_slice, w
 
     from recbole_gfm.config import Config
     from recbole_gfm.model import hgnn
-    from recbole_gfm.data.protocol import data_preparation
-    from recbole_gfm.registry import create_dataset
+    from recbole_gfm.run.inputs import build_with_inputs
+    from recbole_gfm.run.stages import prepare_data
 
     config = Config("HGNN", typed_slice["dataset"], config_dict=typed_overrides(typed_slice, inference_fanouts=[0, 0]))
     init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = hgnn.HGNN(config, train_data.dataset).eval()
+    model = build_with_inputs(config, prepare_data(config)).eval()
     whole = model.item_embeddings()
     monkeypatch.setattr(hgnn, "INFERENCE_CHUNK", 7)
     chunked = model.item_embeddings()

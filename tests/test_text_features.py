@@ -28,7 +28,7 @@ class FakeEncoder:
 @pytest.fixture
 def fake_encoder(monkeypatch):
     encoder = FakeEncoder()
-    monkeypatch.setattr(text, "_load_encoder", lambda model, device: encoder)
+    monkeypatch.setattr(text, "load_text_encoder", lambda model, device: encoder)
     return encoder
 
 
@@ -52,7 +52,7 @@ def test_cache_hit_encodes_nothing(tmp_path, fake_encoder, monkeypatch):
     def no_encoder(model, device):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(text, "_load_encoder", no_encoder)
+    monkeypatch.setattr(text, "load_text_encoder", no_encoder)
     again = encode_texts(TITLES, cache_dir=str(tmp_path), show_progress=False)
     assert torch.equal(first, again)
 

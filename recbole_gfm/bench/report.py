@@ -49,7 +49,7 @@ def write_leaderboard(bench: Benchmark, left: Left | None = None, command: str |
     md = io.StringIO()
     md.write(_header(bench, rows, left, command))
     for dataset in datasets:
-        md.write(_table(dataset, rows, summaries, columns, tests[dataset]))
+        md.write(_table(dataset, rows, summaries, columns, tests[dataset], command))
     md.write(_group_tables(rows, summaries, type_columns))
     md.write(_footer(bench, rows))
 
@@ -95,7 +95,8 @@ def _header(bench: Benchmark, rows: list[BoardRow], left: Left | None, command: 
     return text
 
 
-def _table(dataset: str, rows: list[BoardRow], summaries: dict, columns: list[str], result: DatasetSignificance) -> str:
+def _table(dataset: str, rows: list[BoardRow], summaries: dict, columns: list[str], result: DatasetSignificance,
+           command: str | None) -> str:  # fmt: skip
     header = ["model", "seeds", "epochs", "test cases", *columns, "train s", "to best s", "eval s", "tuned", "commit", "config"]
     text = f"\n## {dataset}\n\n| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
     symbols = {metric: markers(r, ALPHA, TEST) for metric, r in result.results.items()}
@@ -109,7 +110,7 @@ def _table(dataset: str, rows: list[BoardRow], summaries: dict, columns: list[st
         fp = row.row.fingerprint if row.row is not None and row.row.ready else (row.records[0]["row_fingerprint"] if row.cells else "-")
         commit = row.code.commit if row.code else "-"
         text += "| " + " | ".join([row.label, row.seeds, epochs_text(row.records), cases, *values, *times, trials, commit, fp]) + " |\n"
-    notes = _notes(dataset, rows, result, columns)
+    notes = _notes(dataset, rows, result, columns, command)
     return text + (f"\n{notes}" if notes else "")
 
 
@@ -149,7 +150,7 @@ def _footer(bench: Benchmark, rows: list[BoardRow]) -> str:
     return text
 
 
-def _notes(dataset: str, rows: list[BoardRow], result: DatasetSignificance, columns: list[str]) -> str:
+def _notes(dataset: str, rows: list[BoardRow], result: DatasetSignificance, columns: list[str], command: str | None) -> str:
     """The sentences under a dataset's table: the test, capped rows, other files' rows, stale rows and cells."""
     mine = [r for r in rows if r.dataset == dataset]
     notes = []
@@ -172,9 +173,10 @@ def _notes(dataset: str, rows: list[BoardRow], result: DatasetSignificance, colu
     stale = [r for r in mine if r.stale]
     if stale:
         reasons = "; ".join(f"{r.label} ({', '.join(r.code.stale[:4])}{' ...' if len(r.code.stale) > 4 else ''})" for r in stale)
+        rerun = f"`{command or 'run_recbole_gfm.py --benchmark ...'} --rerun-stale --rows {','.join(r.label for r in stale)}`"
         notes.append(
-            f"stale: the code these rows ran with has changed since, so this checkout would not make the same "
-            f"results: {reasons}. They stay in the table and the tests as they ran; re-run them with --rerun-stale."
+            f"stale: the code or settings these rows ran with have changed since, so this checkout would not make the "
+            f"same results: {reasons}. They stay in the table and the tests as they ran; re-run them with {rerun}."
         )
     others = [f"{r.label} {r.other_settings}" for r in mine if r.other_settings]
     if others:

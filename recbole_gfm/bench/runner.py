@@ -266,7 +266,8 @@ def _search(run: _Run, row: Row, may_run: bool = True) -> Row:
         code = run.children.run(job, log_path, _shown(run, "    "))
         if not os.path.isfile(out):
             if code < 0:  # killed by a signal (the time budget, Ctrl-C): nothing to store, the trial runs again next time
-                raise TrialNotStored(f"{head}, trial {number + 1}: stopped by signal {-code}; log: {log_path}")
+                why = "with the board" if run.children.stopping.is_set() else f"by signal {-code}"
+                raise TrialNotStored(f"{head}, trial {number + 1}: stopped {why}; it runs again next time (log: {log_path})")
             if code == CONFIG_ERROR_EXIT:
                 run.refused.add(row.label)
                 raise TrialNotStored(f"{head}: refused: {last_line(log_path)}")
@@ -386,7 +387,8 @@ def _run_or_skip(run: _Run, counter: str, cell: Cell) -> str:
     if code != 0 or not os.path.isfile(out):
         if code < 0:  # stopped by a signal (the time budget, Ctrl-C, kill): recbole_gfm.run.resume kept its last validation
             again = "resumes it from its last validated epoch" if snapshots(checkpoints) else "starts it again"
-            print(f"{head}: " + set_color(f"stopped after {seconds:.1f} s (signal {-code}); a re-run {again}", "yellow"), flush=True)
+            why = "with the board" if run.children.stopping.is_set() else f"by signal {-code}"
+            print(f"{head}: " + set_color(f"stopped {why} after {seconds:.1f} s; a re-run {again}", "yellow"), flush=True)
             return "stopped"
         if code == CONFIG_ERROR_EXIT:
             run.refused.add(cell.label)

@@ -333,9 +333,6 @@ def cointeraction_graph(
     )
 
 
-GRAPH_KEYS = ("graph_time_window", "graph_min_cocount", "graph_topk", "graph_mutual_topk", "foundation_time_cutoff")
-
-
 def interactions_before(dataset, cutoff: float):
     """A copy of ``dataset`` keeping the interactions in the first ``cutoff`` fraction of its timeline.
 
@@ -349,22 +346,14 @@ def interactions_before(dataset, cutoff: float):
 
 
 def build_cointeraction_graph(config, train_dataset) -> CoInteractionGraph:
-    """The co-interaction graph of a RecBole train split (``train_data.dataset``), built once per split.
+    """The co-interaction graph of a RecBole train split (``train_data.dataset``).
 
     Item types come from ``train_dataset.item_type_ids()`` / ``item_type_names()`` (MultiTypeDataset);
     a plain RecBole dataset gives one type, ``item``. Options: ``graph_time_window``,
     ``graph_min_cocount``, ``graph_topk``, ``graph_mutual_topk``, and ``foundation_time_cutoff``
-    (only the first fraction of the train timeline). The graph is kept on the dataset object, keyed
-    by these settings, so the link loader and the model that read it share one copy.
+    (only the first fraction of the train timeline). A run builds it once and hands it to the model
+    and its train loader (:mod:`recbole_gfm.run.inputs`).
     """
-    key = tuple(str(config[k]) for k in GRAPH_KEYS)
-    built = train_dataset.__dict__.setdefault("_cointeraction_graphs", {})
-    if key not in built:
-        built[key] = _build(config, train_dataset)
-    return built[key]
-
-
-def _build(config, train_dataset) -> CoInteractionGraph:
     logger = getLogger()
     cutoff = config["foundation_time_cutoff"]
     source = interactions_before(train_dataset, cutoff) if cutoff else train_dataset

@@ -31,7 +31,8 @@ from dataclasses import dataclass, fields
 import torch
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 
-from recbole_gfm.data.graph import RelationCSR, build_cointeraction_graph
+from recbole_gfm.data.graph import CoInteractionGraph, RelationCSR
+from recbole_gfm.errors import ConfigError
 
 
 @dataclass
@@ -182,7 +183,8 @@ class LinkBatch:
 
 
 class LinkLoader(AbstractDataLoader):
-    """RecBole train loader of link-prediction batches over the co-interaction graph of ``dataset``.
+    """RecBole train loader of link-prediction batches over ``graph``, the co-interaction graph of
+    ``dataset`` that the run prepared (the model reads the same one).
 
     Config keys: ``train_batch_size`` (edges per batch), ``num_negatives`` (uniform random
     catalogue items per edge, ids 1..n-1), ``balanced_sampling`` (each epoch draws, per relation,
@@ -194,9 +196,10 @@ class LinkLoader(AbstractDataLoader):
     back to a uniform item). Hard negatives follow the uniform ones in ``LinkBatch.negative``.
     """
 
-    def __init__(self, config, dataset, sampler=None, shuffle: bool = True):
-        self.graph = build_cointeraction_graph(config, dataset)  # the model reads the same (cached) graph
-        graph = self.graph
+    def __init__(self, config, dataset, sampler=None, shuffle: bool = True, graph: CoInteractionGraph | None = None):
+        if graph is None:
+            raise ConfigError("LinkLoader trains on the co-interaction graph the run prepares: pass graph= (recbole_gfm.run.inputs).")
+        self.graph = graph
         self.csrs = [graph.relation_csr(r) for r in range(graph.num_relations)]
         self.fanouts = list(config["fanouts"])
         self.num_negatives = config["num_negatives"]

@@ -77,7 +77,7 @@ def encoder_identity(model: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _load_encoder(model: str, device: str):
+def load_text_encoder(model: str, device: str):
     """A SentenceTransformer; a local folder (the bundled default included) is loaded without the network."""
     from sentence_transformers import SentenceTransformer
 
@@ -139,7 +139,7 @@ def encode_texts(
 
 def _encode(texts: list[str], model: str, batch_size: int, device: str, normalize: bool, show_progress: bool) -> torch.FloatTensor:
     """Every distinct text encoded once; ``[len(texts), d]`` float32 on the CPU."""
-    encoder = _load_encoder(model, device)
+    encoder = load_text_encoder(model, device)
     unique = sorted(set(texts))
     start = time.perf_counter()
     vectors = encoder.encode(

@@ -12,6 +12,7 @@ train; the top-k similarity is computed once, in blocks, so memory stays O(items
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
@@ -38,7 +39,7 @@ def top_k_similarity(text: torch.Tensor, k: int) -> torch.Tensor:
         cols.append(best.indices.flatten())
         values.append(best.values.flatten().clamp(min=0))  # an unrelated text is no evidence against an item
     indices = torch.stack([torch.cat(rows), torch.cat(cols)])
-    return torch.sparse_coo_tensor(indices, torch.cat(values), (n, n)).coalesce()
+    return torch.sparse_coo_tensor(indices, torch.cat(values), (n, n), check_invariants=True).coalesce()
 
 
 class ContentKNN(GeneralRecommender):
@@ -60,8 +61,8 @@ class ContentKNN(GeneralRecommender):
         coo = history.tocoo()
         self.register_buffer(
             "history",
-            torch.sparse_coo_tensor(torch.tensor([coo.row, coo.col], dtype=torch.long), torch.from_numpy(coo.data),
-                                    history.shape).coalesce(),
+            torch.sparse_coo_tensor(torch.from_numpy(np.stack([coo.row, coo.col])).long(), torch.from_numpy(coo.data),
+                                    history.shape, check_invariants=True).coalesce(),
             persistent=False,
         )  # fmt: skip
         # scores = history @ similarity^T: an item's score sums its neighbours' presence in the history

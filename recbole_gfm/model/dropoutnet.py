@@ -52,7 +52,7 @@ class DropoutNet(GeneralRecommender):
         history = dataset.inter_matrix(form="coo")
         rows, cols = torch.from_numpy(history.row).long(), torch.from_numpy(history.col).long()
         degree = torch.bincount(rows, minlength=self.n_users).clamp(min=1).float()
-        mean = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / degree[rows], (self.n_users, self.n_items))
+        mean = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / degree[rows], (self.n_users, self.n_items), check_invariants=True)
         self.register_buffer("user_content", torch.sparse.mm(mean.coalesce(), content), persistent=False)
         # ids seen in training have a preference vector; the others are scored from content alone
         self.register_buffer("known_item", torch.bincount(cols, minlength=self.n_items) > 0, persistent=False)

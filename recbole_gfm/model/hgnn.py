@@ -15,9 +15,8 @@ import torch.nn.functional as F
 
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
-from recbole_gfm.data.graph import build_cointeraction_graph
+from recbole_gfm.data.graph import CoInteractionGraph
 from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, sample_blocks
-from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.encoders import HGNNEncoder
 from recbole_gfm.foundation.trainer import HGNNTrainer
 from recbole_gfm.model.history_mean import HistoryMeanRecommender
@@ -33,10 +32,15 @@ class HGNN(HistoryMeanRecommender):
     train_loader = LinkLoader  # the run trains it on link-prediction batches, not user-item pairs
     trainer = HGNNTrainer  # RecBole's Trainer, then the foundation artifact written
 
-    def __init__(self, config, dataset):
+    @staticmethod
+    def inputs(config) -> set[str]:
+        """The run prepares the item text vectors and the co-interaction graph of the train split."""
+        return {"text", "graph"}
+
+    def __init__(self, config, dataset, text: torch.Tensor, graph: CoInteractionGraph):
         super().__init__(config, dataset)
-        self.graph = build_cointeraction_graph(config, dataset)
-        self.register_buffer("text_features", item_text_embeddings(config, dataset), persistent=False)
+        self.graph = graph
+        self.register_buffer("text_features", text, persistent=False)
         self.csrs = [self.graph.relation_csr(r) for r in range(self.graph.num_relations)]  # CPU: sampling runs there
         self.encoder_args = {
             "in_dim": self.text_features.shape[1],

@@ -37,7 +37,8 @@ def train_foundation(config: Config, split: Split, show_progress: bool = False, 
     init_seed(config["seed"], config["reproducibility"])
     model = build_model(config, split, prepare_inputs(config, split, None), seed=False)
     trainer = get_trainer(config)(config, model)
-    trainer.fit(training_data(config, split.train_data), split.valid_data, saved=False, show_progress=show_progress,
+    trainer.fit(training_data(config, split.train_data, graph=getattr(model, "graph", None)), split.valid_data, saved=False,
+                show_progress=show_progress,
                 callback_fn=callback_fn)  # fmt: skip
 
 

@@ -111,7 +111,7 @@ def fit(config: Config, model, split: Split, saved: bool, callback_fn=None, lead
     ``callback_fn(epoch, score)`` after each validation (rank 0 only); a resumed run replays its
     curve so far to it first. ``foundation``: the path of the foundation read (part of the snapshot's key).
     """
-    train_data = training_data(config, split.train_data)
+    train_data = training_data(config, split.train_data, graph=getattr(model, "graph", None))  # HGNN's links: its own graph
     # RecBole's ensure_dir checks, then creates: two ranks starting together race on it
     os.makedirs(config["checkpoint_dir"], exist_ok=True)
     trainer = get_trainer(config)(config, model)

@@ -48,10 +48,10 @@ def test_hgnn_training_is_reproducible(typed_slice, workdir):
 
 
 def test_hgnn_early_stopping_does_not_count_a_tie_as_progress(typed_slice, workdir):
-    # learning rate 0: the encoder never changes, so every validation ties the first. RecBole's
+    # a learning rate too small to move a float32 weight: the encoder never changes, so every validation ties the first. RecBole's
     # early_stopping (value >= best is a new best) would train all 8 epochs; a tie is no progress,
     # so training stops after the first validation plus stopping_step more, and keeps epoch 0.
-    settings = typed_overrides(typed_slice, epochs=8, eval_step=1, stopping_step=2, learning_rate=0.0)
+    settings = typed_overrides(typed_slice, epochs=8, eval_step=1, stopping_step=2, learning_rate=1e-30)
     record = run("HGNN", typed_slice["dataset"], config_dict=settings)
     assert record["epochs_trained"] == 4 and record["stopped_early"]
     assert record["best_epoch"] == 0

@@ -21,7 +21,8 @@ from recbole_gfm.data.validate import validate_atomic_files
 from recbole_gfm.settings import check_resolved
 from recbole_gfm.run.launch import RunJob, launch_plan, rank0_first, spawn, without_multi_process_keys
 from recbole_gfm.run.stages import (
-    build_model, check_dataset_files, evaluate, fit, model_inputs, prepare_data, result_record, write_result,
+    build_model, check_dataset_files, evaluate, fit, model_inputs, prepare_data, result_record, update_after_training,
+    write_result,
 )  # fmt: skip
 
 
@@ -97,12 +98,14 @@ def run_process(config: Config, job: RunJob) -> dict[str, Any] | None:
             model = build_model(config, split)
     logger.info(model)
     result = fit(config, model, split, job.saved, job.callback_fn, leader, foundation.path if foundation else None)
+    calibration = update_after_training(config, result, split, job.saved)
     evaluation = evaluate(config, result, split, job.saved)
     if evaluation is None:  # a rank other than 0: the record is rank 0's
         return None
     logger.info(set_color("best valid ", "yellow") + f": {dict2str(result.best_valid_result)}")
     logger.info(set_color("test result", "yellow") + f": {dict2str(evaluation.test_result)}")
     record = result_record(config, split, result, evaluation, foundation, job.saved)
+    record["calibration"] = calibration
     path = write_result(config, record)
     if path:
         record["result_file"] = path

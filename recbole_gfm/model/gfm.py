@@ -35,6 +35,7 @@ from torch import nn
 from recbole_gfm.config import ConfigError
 from recbole_gfm.data.dataset import MultiTypeDataset
 from recbole_gfm.foundation.store import Foundation
+from recbole_gfm.model.new_item_lane import NewItemLane
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -148,6 +149,16 @@ class GFM(GeneralRecommender):
             for _ in range(n_towers)
         )
         self._item_vectors: torch.Tensor | None = None
+        # the new-item lane (recbole_gfm.model.new_item_lane): slots of each top-k list kept for items without
+        # interactions; "auto": chosen on validation after training (calibrate)
+        self.new_item_slots = config["new_item_slots"]
+        if not (self.new_item_slots == "auto" or isinstance(self.new_item_slots, int) and 0 <= self.new_item_slots <= max(config["topk"])):
+            raise ConfigError(f"new_item_slots must be auto or an integer in 0 .. {max(config['topk'])} (the top k), got {self.new_item_slots!r}.")
+        self.slots = 0 if self.new_item_slots == "auto" else self.new_item_slots
+        self.lane = None
+        if self.new_item_slots != 0:
+            known = torch.bincount(items, minlength=self.n_items) > 0
+            self.lane = NewItemLane(F.normalize(text, dim=-1), known, config["new_item_knn"], max(config["topk"]))
 
     # --- towers -------------------------------------------------------------------------------
     def user_input(self, users: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor, tower: int) -> torch.Tensor:
@@ -289,6 +300,49 @@ class GFM(GeneralRecommender):
         u = self.user_vectors(users)  # [B, n_towers, d]
         v = self.item_vectors()
         if self.unified:
-            return (u[:, 0] @ v.T).flatten()
-        scores = torch.einsum("btd,nd->btn", u, v)  # every tower's user vector against every item
-        return scores.gather(1, self.item_type.expand(len(users), 1, -1)).flatten()
+            scores = u[:, 0] @ v.T
+        else:  # every tower's user vector against every item, each item by its type's
+            scores = torch.einsum("btd,nd->btn", u, v).gather(1, self.item_type.expand(len(users), 1, -1)).squeeze(1)
+        if self.lane is not None and self.slots > 0:
+            seen = self.history_rows(users)  # RecBole masks them after: masked first, the lane's places stay even
+            scores = self.lane.merge(scores.masked_fill(seen.to_dense() > 0, -torch.inf), self.lane.scores(seen), self.slots)
+        return scores.flatten()
+
+    # --- what the run tells the model after training ------------------------------------------
+    def history_rows(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, n_items] sparse: 1 for the items in each user's history (the items RecBole masks)."""
+        start = self.history_indptr[users]
+        degree = self.history_indptr[users + 1] - start
+        row = torch.repeat_interleave(torch.arange(len(users), device=users.device), degree)
+        offset = torch.arange(len(row), device=users.device) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
+        items = self.history_items[start[row] + offset]
+        pairs = torch.sparse_coo_tensor(torch.stack([row, items]), torch.ones(len(items), device=users.device),
+                                        (len(users), self.n_items), check_invariants=True).coalesce()  # fmt: skip
+        ones = torch.ones_like(pairs.values())  # a repeated interaction counts once
+        return torch.sparse_coo_tensor(pairs.indices(), ones, pairs.shape, check_invariants=True).coalesce()
+
+    def calibrate(self, validation_score) -> dict | None:
+        """With ``new_item_slots: auto``, the lane's slots that maximise ``validation_score()`` (ties: fewer slots)."""
+        if self.new_item_slots != "auto":
+            return None
+        scores = {}
+        for slots in range(self.lane.k + 1):
+            self.slots = slots
+            scores[slots] = validation_score()
+        self.slots = max(scores, key=lambda m: (scores[m], -m))
+        return {"new_item_slots": self.slots, "validation": scores}
+
+    def know(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """Learn of interactions that happened after training, without retraining (the papers' inductive
+        serving): they join the users' histories (their tower inputs and masks) and their items are no
+        longer new. The run calls it with the validation period before scoring the test period."""
+        users, items = users.to(self.history_items.device), items.to(self.history_items.device)
+        owners = torch.repeat_interleave(torch.arange(self.n_users, device=users.device), self.history_indptr.diff())
+        all_users, all_items = torch.cat([owners, users]), torch.cat([self.history_items, items])
+        order = torch.argsort(all_users, stable=True)
+        self.history_items = all_items[order]
+        indptr = torch.zeros_like(self.history_indptr)
+        indptr[1:] = torch.bincount(all_users, minlength=self.n_users).cumsum(0)
+        self.history_indptr = indptr
+        if self.lane is not None:
+            self.lane.set_known(torch.bincount(all_items, minlength=self.n_items).cpu() > 0)

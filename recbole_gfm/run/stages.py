@@ -162,6 +162,31 @@ class Evaluation:
     seconds: float
 
 
+def update_after_training(config: Config, result: Fit, split: Split, saved: bool) -> dict | None:
+    """What a model learns after training, without retraining, before the test is scored.
+
+    A model may choose settings that do not change its weights on validation (``calibrate``: GFM's
+    new-item slots), then, with ``test_with_validation_history``, learn of the validation period
+    (``know``: its interactions join the users' histories and their items are no longer new; the
+    papers' inductive serving: under a time cut, the past of the test period). The best checkpoint is
+    loaded first. Returns what was calibrated.
+    """
+    trainer, model = result.trainer, result.trainer.model
+    calibration = None
+    if hasattr(model, "calibrate"):
+        first = [saved]  # load the best checkpoint with the first validation
+
+        def validation_score() -> float:
+            scores = trainer.evaluate(split.valid_data, load_best_model=first.pop() if first else False)
+            return float(scores[config["valid_metric"].lower()])
+
+        calibration = model.calibrate(validation_score)
+    if split.test_data is not None and config["test_with_validation_history"] and hasattr(model, "know"):
+        inter = split.valid_data._dataset.inter_feat
+        model.know(inter[model.USER_ID], inter[model.ITEM_ID])
+    return calibration
+
+
 def evaluate(config: Config, result: Fit, split: Split, saved: bool) -> Evaluation | None:
     """The best checkpoint on the test split: RecBole's metrics, then per-user, per-type and group keys.
 

@@ -109,7 +109,13 @@ def exclusive(path: str, wait: bool = True) -> Iterator[None]:
     dies, so a crash never leaves the others waiting.
     """
     folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileNotFoundError:  # a symbolic link on the way points nowhere
+        raise FileNotFoundError(
+            f"{folder}: cannot create this folder: a symbolic link on its path points to a folder that does not exist. "
+            "Create the link's target, or replace the link by a folder."
+        ) from None
     fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)  # kept: removing it would race
     try:
         try:

@@ -9,6 +9,7 @@ from conftest import typed_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.model.llmknn import LLMKNN
 from recbole_gfm.data.protocol import data_preparation, protocol_file
+from recbole_gfm.data.text import item_text_embeddings
 from recbole_gfm.registry import create_dataset
 
 
@@ -16,7 +17,7 @@ def test_users_get_their_history_mean_and_new_users_the_population_mean(typed_sl
     config = Config("LLMKNN", typed_slice["dataset"], [protocol_file("temporal")], typed_overrides(typed_slice))
     init_seed(config["seed"], True)
     train, _, test = data_preparation(config, create_dataset(config))
-    model = LLMKNN(config, train._dataset).eval()
+    model = LLMKNN(config, train._dataset, item_text_embeddings(config, train._dataset)).eval()
     users, items = model.user_and_item_vectors()
     user, item = train._dataset.inter_feat["user_id"], train._dataset.inter_feat["item_id"]
 

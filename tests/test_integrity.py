@@ -239,3 +239,12 @@ def test_a_per_user_file_whose_arrays_were_replaced_is_refused(tmp_path):
     np.savez_compressed(path, **arrays)
     with pytest.raises(CorruptArtifactError, match=rf"{path}: its arrays do not match its sha256"):
         load_per_user(path)
+
+
+def test_a_lock_under_a_dangling_link_names_the_folder_and_the_fix(tmp_path):
+    from recbole_gfm.artifacts import exclusive
+
+    (tmp_path / ".cache").symlink_to(tmp_path / "gone")  # a cache folder linked to one that was removed
+    with pytest.raises(FileNotFoundError, match=r"\.cache/foundation: cannot create this folder: a symbolic link"):
+        with exclusive(str(tmp_path / ".cache" / "foundation" / "abc")):
+            pass

@@ -214,7 +214,7 @@ def evaluate_full(trainer, train_data, eval_data, per_type: bool = True, show_pr
         for label, low, high in ITEM_GROUPS:
             selected = (counts >= low) & (counts <= high)
             positives[label] += int(selected.sum())
-            if bool(selected.any()) and not bool(selected.all()):
+            if bool(selected.any()):  # kept even when the whole batch is in the bucket: others may not be
                 by_item[label].append(_item_group_rows(scores, pos_u, pos_i, selected, maxk, seen_rows))
         seen_rows += len(row_users[-1])
 

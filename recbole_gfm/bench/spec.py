@@ -178,7 +178,7 @@ def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list
         label, model, dataset, files, dict(given), settings, cap, epochs, capped_from, one_pass,
         fingerprint(label, written, data), tuple(bench.seeds),
         str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"]), data_fingerprint=data, added=added,
-        resolved={**settings_fingerprint(to_plain(config), also_ignore={"seed"}), "epochs": epochs},  # as capped
+        resolved={**settings_fingerprint(to_plain(config), also_ignore={"seed"}), **({"epochs": cap} if capped_from else {})},
     )  # fmt: skip
     if bench.search is not None and label in bench.search.spaces:
         metric = search_metric(bench.search, config)

@@ -68,7 +68,8 @@ def write_leaderboard(bench: Benchmark, left: Left | None = None, command: str |
 
 
 def _header(bench: Benchmark, rows: list[BoardRow], left: Left | None, command: str | None) -> str:
-    where = os.path.join(bench.output_dir, "cells")
+    where = os.path.relpath(os.path.join(bench.output_dir, "cells"))  # the same text from any clone
+    where = where if not where.startswith("..") else os.path.join(bench.output_dir, "cells")
     text = (
         f"# Leaderboard: {bench.name}\n\nTest metrics, mean ± sample std over seeds ({bench.path}), from every "
         f"finished cell in {where}. Epochs: epochs trained per seed (best: the validated epoch, counted from 1, "

@@ -110,6 +110,15 @@ def test_fingerprints_are_stable_and_cover_the_settings(typed_data, tmp_path):
     assert uncapped.cells[0].row.epochs == 1 and uncapped.cells[0].row.capped_from is None
 
 
+def test_every_row_loads_the_item_type_its_dataset_has_even_when_its_settings_load_no_item_file(typed_data, tmp_path):
+    """A board on the user's own data: a baseline whose load_col names no .item field is scored per type like the others."""
+    config = {"data_path": typed_data, "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "state": "ERROR"}
+    bench = load_benchmark(write_bench(tmp_path, typed_data, config=config))
+    assert {cell.row.label for cell in bench.cells} == {"Pop", "BPR"}
+    for cell in bench.cells:
+        assert cell.row.settings["load_col"] == {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "item_type"]}
+
+
 def test_jobs_come_from_the_file_unless_given_and_split_the_cores(typed_data, tmp_path, monkeypatch):
     path = write_bench(tmp_path, typed_data, jobs=3)
     assert load_benchmark(path).jobs == 3 and load_benchmark(path, jobs=1).jobs == 1

@@ -269,3 +269,17 @@ def test_an_added_row_file_is_checked_like_the_board(typed_data, tmp_path):  # n
     shutil.copyfile(os.path.join(board, "board.yaml"), plain)
     with pytest.raises(BenchmarkError, match="adds a row to a board of record"):
         runner.run_benchmark(str(plain), add_row=str(path))
+
+
+def test_the_command_that_goes_on_names_a_board_of_record_by_its_folder_however_it_was_given(tmp_path):
+    from types import SimpleNamespace
+
+    folder = tmp_path / "my-board"
+    folder.mkdir()
+    (folder / "board.yaml").write_text("models: {Pop: {}}\n")
+    record, plain = SimpleNamespace(record=True), SimpleNamespace(record=False)
+    expected = f"python run_recbole_gfm.py --benchmark {folder}/"
+    assert runner._command(record, str(folder)) == expected
+    assert runner._command(record, f"{folder}/") == expected
+    assert runner._command(record, str(folder / "board.yaml")) == expected  # was ".../board.yaml/"
+    assert runner._command(plain, "properties/benchmark/quick.yaml") == "python run_recbole_gfm.py --benchmark properties/benchmark/quick.yaml"

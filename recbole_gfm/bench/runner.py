@@ -189,7 +189,10 @@ def _read_searches(run: _Run, runnable: list[Row] = ()) -> None:
 
 
 def _command(bench: Benchmark, path: str) -> str:
-    return f"python run_recbole_gfm.py --benchmark {path.rstrip('/') + '/' if bench.record else path}"
+    """The command that goes on with this board: a board of record by its folder (given as the folder or its board.yaml)."""
+    if bench.record:
+        path = ((os.path.dirname(path) or ".") if os.path.isfile(path) else path.rstrip("/")) + "/"
+    return f"python run_recbole_gfm.py --benchmark {path}"
 
 
 def _selected(bench: Benchmark, only: list[str] | None, add_row: str | None) -> list[str]:

@@ -162,7 +162,7 @@ def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list
     elif cap is not None and epochs > cap:
         settings["epochs"] = cap
         epochs, capped_from = cap, config["epochs"]
-    folder = os.path.abspath(os.path.join(config["data_path"], dataset))  # one hash per dataset folder read
+    folder = os.path.abspath(config["data_path"])  # the dataset's folder (RecBole's data_path): hashed once per board
     if folder not in bench.data_hashes:
         try:
             bench.data_hashes[folder] = _data_fingerprint(config)
@@ -355,8 +355,8 @@ def load_benchmark(
 
 
 def _item_fields(config: Config) -> list[str]:
-    """The fields of the dataset's ``.item`` file (none when it has none)."""
-    path = os.path.join(config["data_path"], config["dataset"], f"{config['dataset']}.item")
+    """The fields of the dataset's ``.item`` file (none when it has none); RecBole's ``data_path`` ends in the dataset's folder."""
+    path = os.path.join(config["data_path"], f"{config['dataset']}.item")
     if not os.path.isfile(path):
         return []
     with open(path, encoding=config["encoding"] or "utf-8", errors="replace") as f:

@@ -283,3 +283,25 @@ def test_the_command_that_goes_on_names_a_board_of_record_by_its_folder_however_
     assert runner._command(record, f"{folder}/") == expected
     assert runner._command(record, str(folder / "board.yaml")) == expected  # was ".../board.yaml/"
     assert runner._command(plain, "properties/benchmark/quick.yaml") == "python run_recbole_gfm.py --benchmark properties/benchmark/quick.yaml"
+
+
+def test_what_is_left_counts_trials_one_at_a_time_and_estimates_a_cell_from_its_rows_trials(monkeypatch):
+    """A searching row: its trials run one at a time on every core; its cells, before any finished, cost what a trial did."""
+    from types import SimpleNamespace
+
+    searching = SimpleNamespace(label="SASRec", tuned=True, tuning=None, seeds=[1, 2, 3])
+    plain = SimpleNamespace(label="Pop", tuned=False, tuning=None, seeds=[1, 2, 3])
+    rows = [SimpleNamespace(row=searching, stale=False, records=[], cells=[]),
+            SimpleNamespace(row=plain, stale=False, records=[{"wall_time_s": 60.0}], cells=["one"])]  # fmt: skip
+    monkeypatch.setattr(runner, "stored_cells", lambda folder: [])
+    monkeypatch.setattr(runner, "board_rows", lambda bench, cells: rows)
+    monkeypatch.setattr(runner, "row_trials", lambda bench, row: [{"run": {"wall_time_s": 3600.0}}, {"run": {"wall_time_s": 1800.0}}])
+    bench = SimpleNamespace(output_dir="unused", record=True, search=SimpleNamespace(trials=8))
+    left = runner.left_to_run(bench)
+    assert left.trials == {"SASRec": 6} and left.cells == {"SASRec": 3, "Pop": 2}
+    assert left.trial_seconds == 6 * 2700.0 and left.cell_seconds == 3 * 2700.0 + 2 * 60.0
+    assert left.from_trials == ["SASRec"] and left.unknown == []
+    text = left.text(jobs=2)
+    # 4.5 h of trials one at a time + 2.3 h of cells two at a time = 5.6 h of wall time (was: all of it halved)
+    assert "about 4.5 h of search trials + 2.3 h of cell time (~5.6 h of wall time, cells 2 at a time)" in text
+    assert "(SASRec: cells estimated from their trials)" in text

@@ -169,7 +169,9 @@ class Left:
 
     cells: dict[str, int] = field(default_factory=dict)  # row label: cells left
     trials: dict[str, int] = field(default_factory=dict)  # row label: trials left
-    seconds: float = 0.0  # estimated from the finished cells and trials of each row
+    trial_seconds: float = 0.0  # the searches' trials left, from each row's finished trials (one at a time)
+    cell_seconds: float = 0.0  # the cells left, from each row's finished cells, else from its finished trials
+    from_trials: list[str] = field(default_factory=list)  # rows whose cells are estimated from their trials
     unknown: list[str] = field(default_factory=list)  # rows with nothing finished to estimate from
     stale: list[str] = field(default_factory=list)  # rows waiting for --rerun-stale
 
@@ -183,9 +185,13 @@ class Left:
         if self.cells:
             out.append(f"{sum(self.cells.values())} cells ({', '.join(parts)})")
         text = "left: " + "; ".join(out) if out else "left: no runnable cell"
-        if self.seconds:
-            wall = self.seconds / max(jobs, 1)
-            text += f"; about {duration_text(self.seconds)} of cell time (~{duration_text(wall)} of wall time at {jobs} at a time)"
+        if self.trial_seconds or self.cell_seconds:
+            # trials run one at a time on every core, cells ``jobs`` at a time
+            wall = self.trial_seconds + self.cell_seconds / max(jobs, 1)
+            spent = [f"{duration_text(s)} of {what}" for s, what in ((self.trial_seconds, "search trials"), (self.cell_seconds, "cell time")) if s]
+            text += f"; about {' + '.join(spent)} (~{duration_text(wall)} of wall time, cells {jobs} at a time)"
+        if self.from_trials:
+            text += f" ({', '.join(self.from_trials)}: cells estimated from their trials)"
         if self.unknown:
             text += f", plus {', '.join(self.unknown)} (nothing finished yet to estimate from)"
         if self.stale:

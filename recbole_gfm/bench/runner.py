@@ -424,21 +424,24 @@ def left_to_run(bench: Benchmark, rerun_stale: bool = False) -> Left:
             continue
         cell_s = mean_seconds(board_row.records)
         missing = len(row.seeds) - len(board_row.cells)
+        trial_s = None
+        if row.tuned:
+            runs = [t.get("run") or {} for t in row_trials(bench, row)]
+            trial_s = mean_seconds(runs, "wall_time_s") or mean_seconds(runs, "train_time_s")
         if row.tuned and row.tuning is None:
-            trials = row_trials(bench, row)
-            remaining = bench.search.trials - len(trials)
-            trial_s = mean_seconds([t.get("run") or {} for t in trials], "wall_time_s") or mean_seconds(
-                [t.get("run") or {} for t in trials], "train_time_s")  # fmt: skip
+            remaining = bench.search.trials - len(row_trials(bench, row))
             if remaining:
                 left.trials[row.label] = remaining
             if trial_s:
-                left.seconds += remaining * trial_s
+                left.trial_seconds += remaining * trial_s
             if remaining and not trial_s:
                 left.unknown.append(f"{row.label}'s search")
         if missing > 0:
             left.cells[row.label] = missing
-            if cell_s:
-                left.seconds += missing * cell_s
+            if cell_s or trial_s:  # a trial trains the row's model on the same split to its early stop: a cell's cost
+                left.cell_seconds += missing * (cell_s or trial_s)
+                if not cell_s:
+                    left.from_trials.append(row.label)
             else:
                 left.unknown.append(f"{row.label}'s cells")
     return left

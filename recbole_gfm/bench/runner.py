@@ -46,7 +46,7 @@ from recbole_gfm.bench.rows import BoardRow, board_rows, row_trials
 from recbole_gfm.bench.search import (
     SearchResult, TrialNotStored, pruning_job, run_search, trial_job, trial_path, trial_record,
 )  # fmt: skip
-from recbole_gfm.bench.spec import ROWS_DIR, BenchmarkError, load_benchmark, read_rows_file, tuned_row
+from recbole_gfm.bench.spec import ROWS_DIR, BenchmarkError, board_file, load_benchmark, read_rows_file, tuned_row
 from recbole_gfm.run.resume import snapshots
 
 
@@ -191,7 +191,7 @@ def _read_searches(run: _Run, runnable: list[Row] = ()) -> None:
 def _command(bench: Benchmark, path: str) -> str:
     """The command that goes on with this board: a board of record by its folder (given as the folder or its board.yaml)."""
     if bench.record:
-        path = ((os.path.dirname(path) or ".") if os.path.isfile(path) else path.rstrip("/")) + "/"
+        path = (os.path.dirname(board_file(path)[0]) or ".") + "/"
     return f"python run_recbole_gfm.py --benchmark {path}"
 
 
@@ -424,12 +424,10 @@ def left_to_run(bench: Benchmark, rerun_stale: bool = False) -> Left:
             continue
         cell_s = mean_seconds(board_row.records)
         missing = len(row.seeds) - len(board_row.cells)
-        trial_s = None
-        if row.tuned:
-            runs = [t.get("run") or {} for t in row_trials(bench, row)]
-            trial_s = mean_seconds(runs, "wall_time_s") or mean_seconds(runs, "train_time_s")
+        runs = [t.get("run") or {} for t in row_trials(bench, row)] if row.tuned else []
+        trial_s = mean_seconds(runs, "wall_time_s") or mean_seconds(runs, "train_time_s")
         if row.tuned and row.tuning is None:
-            remaining = bench.search.trials - len(row_trials(bench, row))
+            remaining = bench.search.trials - len(runs)
             if remaining:
                 left.trials[row.label] = remaining
             if trial_s:

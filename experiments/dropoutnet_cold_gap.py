@@ -33,9 +33,16 @@ import time
 
 import numpy as np
 import torch
+import yaml
 
 DATASET = "ml-100k-typed"
-BOARD = {"valid_metric": "NDCG@10", "eval_step": 1, "stopping_step": 10, "eval_batch_size": 409600}
+BOARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "item-cold-ml100k", "board.yaml")
+
+
+def board_settings() -> dict:
+    """The settings every row of the board runs with (its ``config:``), read from the board itself."""
+    with open(BOARD_FILE) as f:
+        return yaml.safe_load(f)["config"]
 
 
 def calibrated_dropoutnet():
@@ -72,8 +79,7 @@ def train(model, settings: dict, seed: int, checkpoints: str):
     # a probe variant (a class) reads DropoutNet's properties file, as the board's DropoutNet does
     files = [protocol_file("item_cold")] + ([] if isinstance(model, str) else [os.path.join(PROPERTIES_DIR, "model", "DropoutNet.yaml")])
     config = Config(model, DATASET, files,
-                    {**BOARD, **settings, "seed": seed, "show_progress": False, "state": "WARNING",
-                     "checkpoint_dir": checkpoints, "results_dir": ""})  # fmt: skip
+                    {**board_settings(), **settings, "seed": seed, "checkpoint_dir": checkpoints, "results_dir": ""})
     init_seed(config["seed"], config["reproducibility"])
     torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
     split = prepare_data(config)

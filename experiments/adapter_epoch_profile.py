@@ -1,11 +1,12 @@
 """Where does a GFM adapter epoch go? History sums vs towers vs loss vs backward (issue 15's time target).
 
     .venv/bin/python experiments/adapter_epoch_profile.py [--dataset ml-100k-typed] [--protocol loo]
-        [--threads 2] [--epochs 2]
+        [--threads 2] [--epochs 2] [--history-cache-mb MB]
 
 GFM-small-noGNN (the quick board's settings, no foundation, so nothing else is trained) on one
 split: for every training batch of an epoch, times (1) ``GFM.history`` (the per-type content sums
-of the batch users' train histories, rebuilt from the CSR every batch), (2) the rest of
+of the batch users' train histories: rebuilt from the CSR every batch with ``--history-cache-mb 0``,
+otherwise gathered from the sums GFM builds once), (2) the rest of
 ``calculate_loss`` (towers, in-batch softmax), (3) backward and the optimiser step. Also counts the
 history rows an epoch gathers (sum over training interactions of their user's degree) against the
 interactions themselves, and times one epoch of RecBole's LightGCN (its defaults, lr .01 as on the
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="loo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--history-cache-mb", type=int, default=None, help="GFM's history_cache_mb (0: every batch sums its users' histories)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -50,7 +52,8 @@ def main() -> None:
     from recbole_gfm.model.gfm import GFM
     from recbole_gfm.registry import training_data
 
-    config, train = train_split("GFM", args, {"mlp_hidden_sizes": [128], "use_foundation": False})
+    cache = {} if args.history_cache_mb is None else {"history_cache_mb": args.history_cache_mb}
+    config, train = train_split("GFM", args, {"mlp_hidden_sizes": [128], "use_foundation": False, **cache})
     model = GFM(config, train.dataset, text=item_text_embeddings(config, train.dataset))
     data = training_data(config, train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])

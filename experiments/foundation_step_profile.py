@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/foundation_step_profile.py \
         [--sizes 1e5 1e6] [--types 5] [--users-case 1000000] [--steps 10] [--profile-steps 5] [--compare REF]
+        [--max-steps-per-epoch N]
 
 Builds the synthetic sets of ``benchmarks/scaling.py`` (its :func:`generate`, its cheap static text
 encoder; ``--users-case U``: U users and 10 types with the benchmark's USERS_CASE_FOUNDATION
@@ -47,33 +48,35 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(scaling, interactions: int | None, types: int, users: int | None):
+def build(scaling, interactions: int | None, types: int, users: int | None, foundation: dict | None = None):
     """(HGNN config, model, LinkLoader, optimizer, sizes) of one synthetic set, as the pipeline builds them."""
     import torch
     from recbole.utils import init_seed
 
     from recbole_gfm.config import Config
-    from recbole_gfm.data.protocol import data_preparation
     from recbole_gfm.foundation.store import foundation_config
-    from recbole_gfm.registry import create_dataset, get_trainer, training_data
+    from recbole_gfm.registry import get_trainer, training_data
+    from recbole_gfm.run.inputs import build_with_inputs
     from recbole_gfm.run.launch import single_process_view
+    from recbole_gfm.run.stages import prepare_data
 
     name = scaling.dataset_name(interactions, types, users)
     scaling.generate(name, interactions, types, users)
     case = {"dataset": name, "model": "GFM", "users_asked": users}
-    config = Config("GFM", name, config_dict=scaling.settings(case))
+    settings = scaling.settings(case)
+    settings["foundation"] = {**settings["foundation"], **(foundation or {})}
+    config = Config("GFM", name, config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     torch.use_deterministic_algorithms(config["reproducibility"], warn_only=True)
     start = time.perf_counter()
-    data = create_dataset(config)
-    train_data, _, _ = data_preparation(config, data)
+    split = prepare_data(config, evaluate_test=False)
+    train_data = split.train_data
     data_s = time.perf_counter() - start
     fconfig = foundation_config(single_process_view(config))
-    init_seed(fconfig["seed"], fconfig["reproducibility"])
     start = time.perf_counter()
-    model = fconfig.model_class(fconfig, train_data.dataset)  # text vectors and the co-interaction graph
+    model = build_with_inputs(fconfig, split)  # seeded; text vectors and the co-interaction graph prepared first
     model_s = time.perf_counter() - start
-    loader = training_data(fconfig, train_data)
+    loader = training_data(fconfig, train_data, graph=model.graph)
     trainer = get_trainer(fconfig)(fconfig, model)
     graph = model.graph
     sizes = {
@@ -83,7 +86,7 @@ def build(scaling, interactions: int | None, types: int, users: int | None):
         "edges": int(graph.edge_index.shape[1]),
         "relations": graph.num_relations,
         "steps_per_epoch": len(loader),
-        "batch": fconfig["train_batch_size"],
+        "batch": loader._batch_size,  # the epoch-capped batch (RecBole keeps it private)
         "fanouts": list(fconfig["fanouts"]),
         "negatives": fconfig["num_negatives"],
         "data_s": data_s,
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=25, help="rows of each cProfile table")
     parser.add_argument("--compare", default=None, help="also time git commit REF's sampler and encoder against this checkout's")
     parser.add_argument("--compare-steps", type=int, default=6, help="batches of --compare")
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="the foundation's step cap (0: none; default: HGNN's)")
     parser.add_argument("--work", default=os.path.join(ROOT, ".cache", "foundation-profile"), help="data and caches")
     args = parser.parse_args()
 
@@ -202,7 +206,8 @@ def main() -> None:
     print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} thread\n")
     rows, profiles, comparisons = [], [], []
     for interactions, n_types, users in sets:
-        fconfig, model, loader, optimizer, sizes = build(scaling, interactions, n_types, users)
+        cap = {"max_steps_per_epoch": args.max_steps_per_epoch or None} if args.max_steps_per_epoch is not None else {}
+        fconfig, model, loader, optimizer, sizes = build(scaling, interactions, n_types, users, cap)
         batches = iter(loader)
         run_steps(model, batches, optimizer, 1)  # warm-up (first-call allocations)
         clock = {"collate": 0.0, "forward": 0.0, "backward": 0.0, "step": 0.0}

@@ -206,9 +206,10 @@ def dense_history(model: GFM, dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return sums, counts
 
 
-@pytest.mark.parametrize("unified", [True, False])
-def test_histories_built_per_batch_give_the_dense_tables_numbers(typed_slice, workdir, unified):
-    """Same loss on the same batch and the same full-ranking scores as the dense per-user table, bit for bit.
+@pytest.mark.parametrize("unified,cache_mb", [(True, 0), (False, 0), (True, 1024)])
+def test_histories_built_per_batch_or_cached_give_the_dense_tables_numbers(typed_slice, workdir, unified, cache_mb):
+    """Same loss on the same batch and the same full-ranking scores as the dense per-user table, bit for bit,
+    whether each batch sums its users' histories (history_cache_mb 0) or gathers them from sums built once.
 
     Under deterministic algorithms, as runs are (``reproducibility``): without them the dense table's
     own ``index_put_`` adds in a thread-dependent order.
@@ -216,15 +217,18 @@ def test_histories_built_per_batch_give_the_dense_tables_numbers(typed_slice, wo
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        _check_histories_against_the_dense_table(typed_slice, unified)
+        _check_histories_against_the_dense_table(typed_slice, unified, cache_mb)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _check_histories_against_the_dense_table(typed_slice, unified):
-    _, train_data, _, model = build(typed_slice, unified=unified, empty_history_prob=0.3)
+def _check_histories_against_the_dense_table(typed_slice, unified, cache_mb):
+    _, train_data, _, model = build(typed_slice, unified=unified, empty_history_prob=0.3, history_cache_mb=cache_mb)
     sums, counts = dense_history(model, train_data.dataset)
     users = torch.arange(model.n_users)
+    some = users[torch.randperm(len(users), generator=torch.Generator().manual_seed(0))[:50]]
+    assert all(torch.equal(a, b) for a, b in zip(model.history(some), (sums[some], counts[some])))
+    assert (model._history_cache is not None) == bool(cache_mb)  # the slice's table is well under 1 GB
     new_sums, new_counts = model.history(users)
     assert counts.sum() == len(train_data.dataset) and torch.equal(new_counts, counts)
     assert torch.equal(new_sums, sums)

@@ -12,8 +12,11 @@ from recbole.utils import init_seed
 from conftest import typed_overrides
 from recbole_gfm.config import Config
 from recbole_gfm.data.graph import CoInteractionGraph, RelationCSR, build_cointeraction_graph
-from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, edge_keys, sample_blocks, sample_neighbours
+from recbole_gfm.data.link_loader import LinkBatch, LinkLoader, edge_keys, epoch_batch_size, sample_blocks, sample_neighbours
+from recbole_gfm.foundation.trainer import FoundationExport, HGNNTrainer, batch_lr_scale
+from recbole_gfm.model.hgnn import HGNN
 from recbole_gfm.data.protocol import data_preparation
+from recbole_gfm.errors import ConfigError
 from recbole_gfm.registry import create_dataset
 
 
@@ -271,3 +274,42 @@ def test_ranks_draw_the_same_balanced_epoch_and_each_trains_on_its_own_shard(typ
         assert sum((together - drawn).values()) == len(edges) % 2
         shards.append(pairs[0])
     assert shards[0] != shards[1]
+
+
+def test_an_epoch_over_the_step_cap_grows_the_batch_and_the_trainer_scales_the_learning_rate(typed_train, monkeypatch):
+    """max_steps_per_epoch: the epoch's edges all train, in at most that many steps (ceil(edges / cap)
+    edges each); the HGNN trainer's learning rate follows batch_lr_scaling (sqrt: Adam's rule)."""
+    config, dataset = typed_train
+    graph = build_cointeraction_graph(config, dataset)
+    before = config["max_steps_per_epoch"], config["train_batch_size"]
+    config["train_batch_size"] = 16
+    try:
+        uncapped = LinkLoader(config, dataset, shuffle=True, graph=graph)
+        assert uncapped.batch_growth == 1 and len(uncapped) == -(-uncapped.sample_size // 16) > 3
+        config["max_steps_per_epoch"] = 3
+        capped = LinkLoader(config, dataset, shuffle=True, graph=graph)
+        batches = list(capped)
+        step = -(-capped.sample_size // 3)
+        assert len(capped) == len(batches) == 3 and [len(b) for b in batches[:-1]] == [step, step]
+        assert sum(len(b) for b in batches) == capped.sample_size and capped.batch_growth == step / 16
+        # the batches are drawn as before: the same balanced epoch, every edge once
+        assert sorted(torch.cat([b.anchor for b in batches]).tolist()) == sorted(torch.cat([b.anchor for b in uncapped]).tolist())
+        text = torch.randn(graph.num_items, 8)
+        trainer = HGNNTrainer(config, HGNN(config, dataset, text, graph))
+        seen = []
+        monkeypatch.setattr(FoundationExport, "fit", lambda self, *a, **k: seen.append(self.optimizer.param_groups[0]["lr"]))
+        trainer.fit(capped)
+        trainer.fit(uncapped)
+        assert seen == pytest.approx([config["learning_rate"] * capped.batch_growth**0.5, config["learning_rate"]])
+    finally:
+        config["max_steps_per_epoch"], config["train_batch_size"] = before
+    assert epoch_batch_size(64, 1000, None) == 64 and epoch_batch_size(64, 1000, 20) == 64 and epoch_batch_size(64, 1000, 10) == 100
+    assert batch_lr_scale("sqrt", 4.0) == 2.0 and batch_lr_scale("linear", 4.0) == 4.0 and batch_lr_scale("none", 4.0) == 1.0
+    with pytest.raises(ConfigError, match="batch_lr_scaling 'cubic' unknown"):
+        batch_lr_scale("cubic", 4.0)
+    config["max_steps_per_epoch"] = 0
+    try:
+        with pytest.raises(ConfigError, match="max_steps_per_epoch must be at least 1"):
+            LinkLoader(config, dataset, shuffle=True, graph=graph)
+    finally:
+        config["max_steps_per_epoch"] = before[0]

@@ -59,8 +59,10 @@ def test_gfm_learns_of_later_interactions_and_chooses_its_slots_on_validation(ty
     inter = split.valid_data._dataset.inter_feat
     users, items = inter["user_id"], inter["item_id"]
     before = int(model.history_indptr[-1])
+    counts_before = model.history(users)[1].sum()  # builds the cached per-user sums
     model.know(users, items)
     assert int(model.history_indptr[-1]) == before + len(users), "the validation period joined the histories"
+    assert model.history(users)[1].sum() > counts_before, "the cached sums follow the grown histories"
     assert int(model.lane.new.sum()) < new_before and not bool(model.lane.new[items].any())
     user = int(users[0])
     row = model.history_items[model.history_indptr[user]:model.history_indptr[user + 1]]

@@ -159,6 +159,19 @@ def _block(per_relation: list[tuple[torch.Tensor, torch.Tensor]], dst: torch.Ten
     return Block(src, dst, torch.stack([where[len(dst) :], centre]), edge_type, where[: len(dst)])
 
 
+def epoch_batch_size(batch_size: int, epoch_edges: int, max_steps: int | None) -> int:
+    """Edges per step: ``batch_size``, grown so that ``epoch_edges`` take at most ``max_steps`` steps.
+
+    Once a step's sampled neighbourhood spans the catalogue (a 4,096-edge batch with 10 negatives
+    an edge and two hops of fan-out 10 per relation does from a few 10^4 items on), a step costs
+    about one full-graph pass whatever its batch. Capping the steps keeps an epoch's cost linear in
+    the graph instead of quadratic (steps x step cost, both growing with it); ``~``: no cap.
+    """
+    if not max_steps:
+        return batch_size
+    return max(batch_size, -(-epoch_edges // max_steps))
+
+
 @dataclass
 class LinkBatch:
     """One training step of the foundation: ``anchor`` -> ``positive`` edges, ``negative`` [B, K]
@@ -186,7 +199,8 @@ class LinkLoader(AbstractDataLoader):
     """RecBole train loader of link-prediction batches over ``graph``, the co-interaction graph of
     ``dataset`` that the run prepared (the model reads the same one).
 
-    Config keys: ``train_batch_size`` (edges per batch), ``num_negatives`` (uniform random
+    Config keys: ``train_batch_size`` (edges per batch; grown by :func:`epoch_batch_size` so that an
+    epoch takes at most ``max_steps_per_epoch`` steps), ``num_negatives`` (uniform random
     catalogue items per edge, ids 1..n-1), ``balanced_sampling`` (each epoch draws, per relation,
     as many edges as the rarest relation has: the papers' balanced multi-link sampler, redrawn
     every epoch; otherwise every edge once), ``fanouts``, ``exclude_target_edges``, and
@@ -219,8 +233,16 @@ class LinkLoader(AbstractDataLoader):
         super().__init__(config, dataset, sampler, shuffle=shuffle)
 
     def _init_batch_size_and_step(self):
-        self.set_batch_size(self.config["train_batch_size"])
-        self.step = self.config["train_batch_size"]
+        if self.config["max_steps_per_epoch"] is not None and self.config["max_steps_per_epoch"] < 1:
+            raise ConfigError(f"max_steps_per_epoch must be at least 1 (or ~: no cap), got {self.config['max_steps_per_epoch']!r}.")
+        batch_size = epoch_batch_size(self.config["train_batch_size"], self.sample_size, self.config["max_steps_per_epoch"])
+        self.set_batch_size(batch_size)
+        self.step = batch_size  # RecBole's loader then divides it among the ranks of a multi-process run
+
+    @property
+    def batch_growth(self) -> float:
+        """How many times ``train_batch_size`` a step's batch is (1 while the epoch fits the step cap)."""
+        return self._batch_size / self.config["train_batch_size"]
 
     def _generator(self, *parts: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash((self.seed, self.epoch, *parts)) & ((1 << 63) - 1))

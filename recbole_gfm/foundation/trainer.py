@@ -8,6 +8,7 @@ import time
 from recbole.trainer import TraditionalTrainer, Trainer
 
 from recbole_gfm.compat import is_leader
+from recbole_gfm.errors import ConfigError
 from recbole_gfm.foundation.store import save_foundation
 
 
@@ -79,8 +80,30 @@ class FoundationExport:
         return result
 
 
+def batch_lr_scale(rule: str, batch_growth: float) -> float:
+    """The learning rate's factor for a batch ``batch_growth`` times the configured one.
+
+    sqrt: Adam's square-root scaling rule (Malladi et al., NeurIPS 2022, "On the SDEs and Scaling
+    Rules for Adaptive Gradient Algorithms"); linear: Goyal et al.'s rule for SGD; none: unchanged.
+    """
+    scales = {"sqrt": batch_growth**0.5, "linear": batch_growth, "none": 1.0}
+    if rule not in scales:
+        raise ConfigError(f"batch_lr_scaling '{rule}' unknown: choose sqrt (Adam's rule), linear or none.")
+    return scales[rule]
+
+
 class HGNNTrainer(FoundationExport, Trainer):
-    """RecBole's Trainer on link-prediction batches (the run gives HGNN its ``LinkLoader``), then the artifact."""
+    """RecBole's Trainer on link-prediction batches (the run gives HGNN its ``LinkLoader``), then the artifact.
+
+    When the loader grew its batch to keep an epoch within ``max_steps_per_epoch`` steps, the
+    learning rate follows ``batch_lr_scaling`` (:func:`batch_lr_scale`).
+    """
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        learning_rate = self.learning_rate * batch_lr_scale(self.config["batch_lr_scaling"], train_data.batch_growth)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
 
 class PropagationTrainer(FoundationExport, TraditionalTrainer):

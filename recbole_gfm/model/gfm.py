@@ -17,8 +17,12 @@ Cold start:  with probability ``empty_history_prob`` a training example's histor
 
 Memory: the train history is kept as a CSR over users (an item id per interaction), and each
 batch's per-type sums and counts are built from its users' rows (:meth:`GFM.history`); serving
-builds them the same way from the history it is given. O(interactions + items x d), never a
-users x types x d table (10^6 users x 10 types x 512 floats would be 20 GB).
+builds them the same way from the history it is given. O(interactions + items x d). The content
+vectors are fixed, so when every user's per-type sums fit in ``history_cache_mb`` they are built
+once (the same sums, to the bit) and a batch gathers its users' rows: a user's history is then
+summed once, not once per training example of theirs (202 history rows per interaction on
+ml-100k). A users x types x d table that does not fit (10^6 users x 10 types x 512 floats would be
+20 GB) is never built.
 
 ``unified: False`` trains one pair of towers per item type (the papers' per-type baseline): a
 pair sees only interactions and history of its type, and an item is scored by its type's pair.
@@ -123,6 +127,10 @@ class GFM(GeneralRecommender):
         indptr = torch.zeros(self.n_users + 1, dtype=torch.long)
         indptr[1:] = torch.bincount(users, minlength=self.n_users).cumsum(0)
         self.register_buffer("history_indptr", indptr, persistent=False)
+        self.history_cache_mb = config["history_cache_mb"] or 0
+        if self.history_cache_mb < 0:
+            raise ConfigError(f"history_cache_mb must be 0 (no cache) or more, got {self.history_cache_mb!r}.")
+        self._history_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         frequency = torch.bincount(items, minlength=self.n_items).float() + 1.0
         self.register_buffer("log_item_prob", (frequency / frequency.sum()).log(), persistent=False)
 
@@ -193,8 +201,20 @@ class GFM(GeneralRecommender):
 
         ``sums[b, t] = sum_{i in H(u_b), type(i) = t} content_i`` and ``counts[b, t] = |{i in H(u_b):
         type(i) = t}|`` over the user's train interactions (a repeated interaction counts each time),
-        from the rows of ``users`` in the history CSR: memory O(B x T x d + the batch's interactions).
+        from the rows of ``users`` in the history CSR: memory O(B x T x d + the batch's interactions),
+        or gathered from every user's sums built once, when they fit in ``history_cache_mb``.
         """
+        if self._history_cache is not None and self._history_cache[0].device != self.history_indptr.device:
+            self._history_cache = None  # the model moved
+        if self._history_cache is None and self.n_users * self.n_types * (self.content.shape[1] + 1) * 4 <= self.history_cache_mb * 2**20:
+            self._history_cache = self._history_sums(torch.arange(self.n_users, device=self.history_indptr.device))
+        if self._history_cache is not None:
+            sums, counts = self._history_cache
+            return sums[users], counts[users]  # copies: the caller may change them in place
+        return self._history_sums(users)
+
+    def _history_sums(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`history` from the history CSR rows of ``users``."""
         start = self.history_indptr[users]
         degree = self.history_indptr[users + 1] - start
         row = torch.repeat_interleave(torch.arange(len(users), device=users.device), degree)
@@ -344,5 +364,6 @@ class GFM(GeneralRecommender):
         indptr = torch.zeros_like(self.history_indptr)
         indptr[1:] = torch.bincount(all_users, minlength=self.n_users).cumsum(0)
         self.history_indptr = indptr
+        self._history_cache = None  # rebuilt from the grown histories
         if self.lane is not None:
             self.lane.set_known(torch.bincount(all_items, minlength=self.n_items).cpu() > 0)

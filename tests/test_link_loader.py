@@ -281,7 +281,7 @@ def test_an_epoch_over_the_step_cap_grows_the_batch_and_the_trainer_scales_the_l
     edges each); the HGNN trainer's learning rate follows batch_lr_scaling (sqrt: Adam's rule)."""
     config, dataset = typed_train
     graph = build_cointeraction_graph(config, dataset)
-    before = config["max_steps_per_epoch"], config["train_batch_size"]
+    before = config["max_steps_per_epoch"], config["train_batch_size"], config["batch_lr_scaling"]
     config["train_batch_size"] = 16
     try:
         uncapped = LinkLoader(config, dataset, shuffle=True, graph=graph)
@@ -298,11 +298,14 @@ def test_an_epoch_over_the_step_cap_grows_the_batch_and_the_trainer_scales_the_l
         trainer = HGNNTrainer(config, HGNN(config, dataset, text, graph))
         seen = []
         monkeypatch.setattr(FoundationExport, "fit", lambda self, *a, **k: seen.append(self.optimizer.param_groups[0]["lr"]))
-        trainer.fit(capped)
+        for rule in ("sqrt", "none"):
+            config["batch_lr_scaling"] = rule
+            trainer.fit(capped)
         trainer.fit(uncapped)
-        assert seen == pytest.approx([config["learning_rate"] * capped.batch_growth**0.5, config["learning_rate"]])
+        lr = config["learning_rate"]
+        assert seen == pytest.approx([lr * capped.batch_growth**0.5, lr, lr]) and capped.batch_growth > 1
     finally:
-        config["max_steps_per_epoch"], config["train_batch_size"] = before
+        config["max_steps_per_epoch"], config["train_batch_size"], config["batch_lr_scaling"] = before
     assert epoch_batch_size(64, 1000, None) == 64 and epoch_batch_size(64, 1000, 20) == 64 and epoch_batch_size(64, 1000, 10) == 100
     assert batch_lr_scale("sqrt", 4.0) == 2.0 and batch_lr_scale("linear", 4.0) == 4.0 and batch_lr_scale("none", 4.0) == 1.0
     with pytest.raises(ConfigError, match="batch_lr_scaling 'cubic' unknown"):

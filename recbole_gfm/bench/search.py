@@ -389,8 +389,8 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) row ``label``'s search on ``dataset`` up to the budget; return its trials.
 
-    Trial by trial: the settings are proposed from the trials before; a stored trial with exactly
-    these settings is kept, any other is run: ``run_trial(number, params, path, trials)`` runs it
+    Trial by trial: the settings are proposed from the trials before; a stored trial with these
+    settings (:func:`same_settings`: floats to 1e-9, a proposal's last bits move across CPUs) is kept, any other is run: ``run_trial(number, params, path, trials)`` runs it
     (``trials``: the ones before it, which its pruner reads) and stores its file at ``path`` (the
     benchmark runs it in a child process). ``say`` prints progress, ``warn`` names a damaged trial file.
     """
@@ -401,7 +401,7 @@ def run_search(
         path = trial_path(output_dir, label, dataset, number, study)
         head = f"search {label} on {dataset}, trial {number + 1}/{spec.trials}"
         stored = _stored(path, warn)
-        if stored is not None and stored["params"] == params:
+        if stored is not None and same_settings(stored["params"], params):
             say(f"{head}: done before, kept")
         else:
             start = time.perf_counter()
@@ -413,6 +413,21 @@ def run_search(
     if result.chosen is not None:
         say(f"search {label} on {dataset}: chose trial {result.chosen['number'] + 1}, valid {metric} {result.chosen['value']:.4f}")
     return result
+
+
+def same_settings(stored: dict[str, Any], proposed: dict[str, Any]) -> bool:
+    """Whether a stored trial ran the proposed settings: equal keys and values, floats to a relative 1e-9.
+
+    TPE's proposal is a function of the seed and the trials before, but its floating-point work
+    (numpy's, on another CPU) can move a value's last bits (a learning rate 0.00939684983786018 on
+    one machine, 0.009396849837860188 on another): that is the same trial, not a new one to run.
+    """
+    if stored.keys() != proposed.keys():
+        return False
+    return all(
+        math.isclose(a, b, rel_tol=1e-9) if isinstance(a, float) and isinstance(b, float) else a == b
+        for a, b in ((stored[k], proposed[k]) for k in stored)
+    )
 
 
 def _outcome(trial: dict) -> str:

@@ -205,8 +205,8 @@ def main() -> None:
           f"{' '.join(['.venv/bin/python', 'experiments/foundation_step_profile.py', *sys.argv[1:]])}`\n")
     print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} thread\n")
     rows, profiles, comparisons = [], [], []
+    cap = {} if args.max_steps_per_epoch is None else {"max_steps_per_epoch": args.max_steps_per_epoch or None}
     for interactions, n_types, users in sets:
-        cap = {"max_steps_per_epoch": args.max_steps_per_epoch or None} if args.max_steps_per_epoch is not None else {}
         fconfig, model, loader, optimizer, sizes = build(scaling, interactions, n_types, users, cap)
         batches = iter(loader)
         run_steps(model, batches, optimizer, 1)  # warm-up (first-call allocations)

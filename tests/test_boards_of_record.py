@@ -205,6 +205,40 @@ def test_a_row_whose_code_changed_is_stale_not_extended_and_re_run_only_when_ask
     assert "| BPR | 2/2 |" in open(os.path.join(board, "leaderboard.md")).read()
 
 
+def test_a_gfm_row_whose_foundation_default_changed_is_stale(typed_slice, tmp_path, monkeypatch, capsys):
+    from conftest import typed_overrides
+
+    monkeypatch.chdir(tmp_path)
+    board = str(tmp_path / "benchmarks" / "g")
+    os.makedirs(board)
+    spec = {"config": typed_overrides(typed_slice), "datasets": {typed_slice["dataset"]: {}}, "models": {"GFM": {}},
+            "seeds": [1], "columns": ["hit@10"]}  # fmt: skip
+    with open(os.path.join(board, "board.yaml"), "w") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+    assert runner.run_benchmark(board) == 0
+    (path,) = glob.glob(os.path.join(board, "cells", "GFM__*.json"))
+    record = read_json(path)
+    # the cell keeps the settings its foundation was trained with: the HGNN's, with the board's overrides
+    assert record["foundation_config"]["model"] == "HGNN" and record["foundation_config"]["epochs"] == 1
+    assert record["foundation_config"]["fanouts"] == [10, 10]
+    capsys.readouterr()
+    assert runner.run_benchmark(board) == 0
+    assert "done before, skipped" in capsys.readouterr().out, "the foundation's settings resolve as they were recorded"
+    # the foundation ran when one of its defaults resolved otherwise (properties/model/HGNN.yaml changed since)
+    record["foundation_config"]["fanouts"] = [7, 7]
+    write_json(path, record)
+    assert runner.run_benchmark(board) == 0
+    out = capsys.readouterr().out
+    assert "GFM on ml-100k-typed-slice: stale (setting foundation.fanouts: [7, 7] -> [10, 10]" in out
+    assert "not run: --rerun-stale re-runs it whole" in out
+    # a cell made before foundations' settings were recorded is not judged on them
+    del record["foundation_config"]
+    write_json(path, record)
+    capsys.readouterr()
+    assert runner.run_benchmark(board) == 0
+    assert "done before, skipped" in capsys.readouterr().out
+
+
 def test_add_row_tests_the_new_row_against_the_committed_ones_without_running_them(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
     board = make_board(tmp_path / "benchmarks" / "b", typed_data)

@@ -156,6 +156,10 @@ def child_main(job: Job) -> None:
         sys.exit(CONFIG_ERROR_EXIT)
     record.update(meta, wall_time_s=round(time.perf_counter() - start, 3), started_at=start_time,
                   torch_threads=torch.get_num_threads(), curve=sorted(progress.curve.items()))  # fmt: skip
+    if record.get("foundation_path"):  # the settings its foundation was trained with, which a board compares (bench.record)
+        from recbole_gfm.foundation.store import Foundation  # here: a baseline's cell must not load (and record) foundation code
+
+        record["foundation_config"] = Foundation.read(record["foundation_path"]).meta["config"]
     per_user = record.pop("per_user")
     if job.trial is not None:
         shutil.rmtree(job.config_dict["checkpoint_dir"], ignore_errors=True)  # a trial keeps no checkpoint

@@ -41,15 +41,29 @@ def code_fingerprint(code: dict[str, Any]) -> str:
 RUN_SET_KEYS = frozenset({"split_fingerprint", "foundation_path"})
 
 
+FOUNDATION_PREFIX = "foundation."  # a foundation's settings among its row's: foundation.learning_rate ...
+
+
+def recorded_settings(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A cell record's settings, as a row's resolved ones are compared with them: its config, and the
+    settings its foundation was trained with (``foundation_config``; cells made before it was recorded
+    have none, and their foundation's settings go unchecked)."""
+    config, foundation = record.get("config"), record.get("foundation_config") or {}
+    if config is None and not foundation:
+        return None
+    return {**(config or {}), **{FOUNDATION_PREFIX + k: v for k, v in foundation.items()}}
+
+
 def settings_changes(recorded: dict[str, Any] | None, resolved: dict[str, Any] | None) -> list[str]:
-    """The settings whose resolved value differs now from a record's (a default that changed since).
+    """The settings whose resolved value differs now from a record's (a default that changed since,
+    the foundation's included: ``foundation.KEY``).
 
     Keys added to the package since are left out: a new setting, at its default, is a feature the
     old results did not have and do not need.
     """
     if not recorded or not resolved:
         return []
-    keys = sorted((set(recorded) & set(resolved)) - RUN_SET_KEYS)
+    keys = sorted(k for k in set(recorded) & set(resolved) if k.removeprefix(FOUNDATION_PREFIX) not in RUN_SET_KEYS)
     return [f"setting {k}: {recorded[k]!r} -> {resolved[k]!r}" for k in keys if recorded[k] != resolved[k]]
 
 
@@ -99,7 +113,7 @@ def row_code(records: Iterable[dict[str, Any]], resolved: dict | None = None) ->
     if len(versions) > 1:
         return RowCode(commits, [f"its results come from {len(versions)} versions of the code (one row, one code)"])
     first = records[0]
-    return RowCode(commits, changes_since(first.get("code"), first.get("versions"), first.get("config"), resolved))
+    return RowCode(commits, changes_since(first.get("code"), first.get("versions"), recorded_settings(first), resolved))
 
 
 # ---------------------------------------------------------------------------------------------

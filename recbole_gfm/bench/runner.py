@@ -40,7 +40,7 @@ from recbole_gfm.bench.board import Benchmark, Cell, Row
 from recbole_gfm.bench.cells import load_or_move_aside, read_cell, remove_cell, stored_cells, warn
 from recbole_gfm.bench.child import CONFIG_ERROR_EXIT, Job
 from recbole_gfm.bench.process import Children, cell_threads, last_line
-from recbole_gfm.bench.record import Budget, Left, changes_since, duration_text, mean_seconds
+from recbole_gfm.bench.record import Budget, Left, changes_since, duration_text, mean_seconds, recorded_settings
 from recbole_gfm.bench.report import write_leaderboard
 from recbole_gfm.bench.rows import BoardRow, board_rows, row_trials
 from recbole_gfm.bench.search import (
@@ -350,7 +350,7 @@ def _run_or_skip(run: _Run, counter: str, cell: Cell) -> str:
     out = bench.cell_path(cell)
     stored = load_or_move_aside(out) if os.path.isfile(out) else None
     if stored is not None:
-        changed = changes_since(stored.get("code"), stored.get("versions"), stored.get("config"), cell.row.resolved)
+        changed = changes_since(stored.get("code"), stored.get("versions"), recorded_settings(stored), cell.row.resolved)
         if not changed:
             print(f"{head}: " + set_color("done before, skipped", "blue"), flush=True)
             return "done"

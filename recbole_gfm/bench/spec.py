@@ -53,13 +53,14 @@ from recbole.utils import ModelType
 
 from recbole_gfm.artifacts import file_fingerprint, fingerprint, settings_fingerprint
 from recbole_gfm.bench.board import Benchmark, Row
+from recbole_gfm.bench.record import FOUNDATION_PREFIX
 from recbole_gfm.bench.search import direction, parse_search, search_metric, search_problems, study_fingerprint
 from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.config import Config, ConfigError, load_yaml
 from recbole_gfm.settings import check_settings, check_space, is_whole, whole_number
 from recbole_gfm.data.protocol import protocol_file
 from recbole_gfm.registry import get_model, get_trainer
-from recbole_gfm.run.stages import check_dataset_files
+from recbole_gfm.run.stages import check_dataset_files, model_inputs
 
 KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
@@ -178,7 +179,8 @@ def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list
         label, model, dataset, files, dict(given), settings, cap, epochs, capped_from, one_pass,
         fingerprint(label, written, data), tuple(bench.seeds),
         str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"]), data_fingerprint=data, added=added,
-        resolved={**settings_fingerprint(to_plain(config), also_ignore={"seed"}), **({"epochs": cap} if capped_from else {})},
+        resolved={**settings_fingerprint(to_plain(config), also_ignore={"seed"}), **({"epochs": cap} if capped_from else {}),
+                  **_foundation_settings(config)},
     )  # fmt: skip
     if bench.search is not None and label in bench.search.spaces:
         metric = search_metric(bench.search, config)
@@ -186,6 +188,18 @@ def _resolve(bench: Benchmark, label: str, model: str, dataset: str, files: list
         row = replace(row, study=study_fingerprint(bench.search, label, base_fp, metric), search_metric=metric,
                       maximize=direction(metric) == "maximize")  # fmt: skip
     return row, config
+
+
+def _foundation_settings(config: Config) -> dict[str, Any]:
+    """The settings a row's foundation resolves to now (``foundation.KEY``; none for a model without one),
+    compared with those a cell's foundation was trained with: a foundation default that changed since
+    (properties/model/HGNN.yaml) makes a GFM row stale, as its own defaults do."""
+    if "foundation" not in model_inputs(config):  # run.inputs.FOUNDATION, which would import what the next line defers
+        return {}
+    from recbole_gfm.foundation.store import foundation_config  # ~3 s (the text encoder's imports): only boards with such rows pay
+
+    settings = settings_fingerprint(to_plain(foundation_config(config)), also_ignore={"seed"})
+    return {FOUNDATION_PREFIX + k: v for k, v in settings.items()}
 
 
 def board_file(path: str) -> tuple[str, bool]:

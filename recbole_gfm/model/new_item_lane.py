@@ -3,7 +3,7 @@
 A two-tower model trained with the logQ correction learns popularity from content, so an item
 without interactions scores near the catalogue's mean and almost never reaches a top-k list,
 though under a global time cut a large share of next-period traffic goes to such items (41% of the
-test positives on amazon-food-kitchen; ``experiments/cold_start_mechanisms.md``). Ranked among
+test positives on amazon-food-kitchen; ``experiments/foundation_sources.md``). Ranked among
 themselves, the towers and the texts find them well: what is missing is the calibration between new
 and known items. The lane supplies it: ``m`` of the ``k`` places go to the new items whose texts
 are nearest the user's history,

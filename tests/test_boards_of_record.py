@@ -183,7 +183,14 @@ def test_a_row_whose_code_changed_is_stale_not_extended_and_re_run_only_when_ask
     assert "BPR (recbole_gfm.run.evaluation changed)" in report and "--rerun-stale" in report
     assert "stale rows not re-run: BPR (--rerun-stale)" in out
 
-    assert runner.run_benchmark(board, rerun_stale=True) == 0
+    # Pop is stale too; re-running BPR alone still names it in the status
+    pop = {path: read_json(path) for path in glob.glob(os.path.join(board, "cells", "Pop__*.json"))}
+    for path, record in pop.items():
+        write_json(path, {**record, "code": {**record["code"], "modules": {**record["code"]["modules"], "recbole_gfm.run.evaluation": "0" * 16}}})
+    assert runner.run_benchmark(board, rerun_stale=True, only=["BPR"]) == 0
+    assert "left: no runnable cell; stale rows not re-run: Pop (--rerun-stale)" in capsys.readouterr().out
+    for path, record in pop.items():
+        write_json(path, record)
     records = [read_json(p) for p in glob.glob(os.path.join(board, "cells", "BPR__*.json"))]
     assert len(records) == 2 and all(r["code"]["modules"]["recbole_gfm.run.evaluation"] != "0" * 16 for r in records)
     assert "| BPR | 2/2 |" in open(os.path.join(board, "leaderboard.md")).read()

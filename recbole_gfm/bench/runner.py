@@ -165,7 +165,7 @@ def _run_locked(bench: Benchmark, path: str, time_budget, add_row, rerun_stale: 
         bench = run.bench = load_benchmark(path, bench.cmd_overrides, bench.jobs)
         _read_searches(run)
     failed = Counter(outcomes)["failed"]
-    left = left_to_run(bench, rerun_stale)
+    left = left_to_run(bench)  # every row still stale is named, re-run this time or not (--rows, a budget)
     command = _command(bench, path)
     paths = write_leaderboard(bench, left, command if bench.record else None)
     done = Counter(outcomes)["done"] + Counter(outcomes)["ran"]
@@ -411,15 +411,16 @@ def _run_or_skip(run: _Run, counter: str, cell: Cell) -> str:
     return "ran"
 
 
-def left_to_run(bench: Benchmark, rerun_stale: bool = False) -> Left:
-    """What the board has not finished, and how long it should take, from its stored cells and trials."""
+def left_to_run(bench: Benchmark) -> Left:
+    """What the board has not finished, and how long it should take, from its stored cells and trials;
+    a board of record's stale rows are named, not counted as finished."""
     left = Left()
     rows = board_rows(bench, stored_cells(bench.output_dir))
     for board_row in rows:
         row = board_row.row
         if row is None:
             continue
-        if board_row.stale and bench.record and not rerun_stale:
+        if board_row.stale and bench.record:
             left.stale.append(row.label)
             continue
         cell_s = mean_seconds(board_row.records)

@@ -296,6 +296,7 @@ def test_pump_logs_everything_and_shows_progress_lines_and_bars():
         ({"protocol": "rs811", "models": {"SASRec": {}}}, "models.SASRec x datasets.typed", "protocol loo or temporal"),
         ({"datasets": {"typed": {}, "nowhere": {}}}, "datasets.nowhere", "Dataset 'nowhere' not found"),
         ({"models": {"Pop": {}}, "reference": "GFM-noGNN"}, "reference", "not a label under models"),
+        ({"targets": [{"row": "BPR", "metric": "mrr@10", "over": ["Pop"]}]}, "targets", "target 1: metric 'mrr@10' is not one of"),
         ({"protocol": "loo", "config": {"load_col": {"inter": ["user_id", "item_id"]}, "data_path": "."}},
          "models.Pop x datasets.typed", "add it to load_col"),
     ],

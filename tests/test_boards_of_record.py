@@ -65,7 +65,8 @@ def cells_of(board: str) -> dict[str, dict]:
 
 def test_a_board_resumed_in_a_fresh_clone_runs_none_of_its_committed_cells(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    board = make_board(tmp_path / "benchmarks" / "tiny", typed_data)
+    target = {"row": "BPR", "metric": "ndcg@10", "over": ["Pop"], "at_least": 100.0}
+    board = make_board(tmp_path / "benchmarks" / "tiny", typed_data, targets=[target])
     assert runner.run_benchmark(board) == 0
     first = cells_of(board)
     assert len(first) == 4 and not glob.glob(os.path.join(board, "snapshots", "*")), "finished cells leave no snapshot"
@@ -90,6 +91,8 @@ def test_a_board_resumed_in_a_fresh_clone_runs_none_of_its_committed_cells(typed
     report = open(os.path.join(copy, "leaderboard.md")).read()
     assert "| BPR | 2/2 |" in report and "stale" not in report.split("## ")[0]
     assert f"python run_recbole_gfm.py --benchmark {copy}/" in report
+    # the board's target, judged from the committed per-user values: BPR is nowhere near 100 x Pop
+    assert "- BPR ndcg@10 >= 100 x the best of Pop, p < 0.05: **missed**: " in report and "x, p = " in report
 
 
 def test_a_cell_cut_by_the_time_budget_resumes_from_its_committed_snapshot_to_the_unbroken_result(typed_data, tmp_path, monkeypatch, capsys):  # noqa: F811

@@ -10,6 +10,7 @@ from typing import Any
 
 from recbole_gfm.artifacts import fingerprint
 from recbole_gfm.bench.search import SearchSpec
+from recbole_gfm.bench.targets import Target
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Benchmark:
     type_columns: list[str] | None
     record: bool = False
     reference: str | None = None
+    targets: list[Target] = field(default_factory=list)  # what the board must show, judged in its report
     search: SearchSpec | None = None
     cmd_overrides: dict[str, str] = field(default_factory=dict)
     data_hashes: dict[str, str] = field(default_factory=dict)  # dataset folder: fingerprint of its files

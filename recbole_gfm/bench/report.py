@@ -22,9 +22,11 @@ from recbole_gfm.bench.board import Benchmark
 from recbole_gfm.bench.cells import stored_cells
 from recbole_gfm.bench.record import Left
 from recbole_gfm.bench.rows import (
-    BoardRow, DatasetSignificance, board_rows, epochs_text, fmt, reached_cap, row_trials, significance, summarise, types_of,
+    BoardRow, DatasetSignificance, board_rows, epochs_text, fmt, per_user_rows, reached_cap, row_trials, significance, summarise,
+    types_of,
 )  # fmt: skip
 from recbole_gfm.bench.significance import caption, markers
+from recbole_gfm.bench.targets import Target, judge
 
 ALPHA = 0.05
 TEST = "t"  # markers from the paired t-test; Wilcoxon p-values beside them in significance.csv
@@ -50,6 +52,7 @@ def write_leaderboard(bench: Benchmark, left: Left | None = None, command: str |
     md.write(_header(bench, rows, left, command))
     for dataset in datasets:
         md.write(_table(dataset, rows, summaries, columns, tests[dataset], command))
+        md.write(_targets(bench.targets, [r for r in rows if r.dataset == dataset and r.row is not None]))
     md.write(_group_tables(rows, summaries, type_columns))
     md.write(_footer(bench, rows))
 
@@ -113,6 +116,25 @@ def _table(dataset: str, rows: list[BoardRow], summaries: dict, columns: list[st
         text += "| " + " | ".join([row.label, row.seeds, epochs_text(row.records), cases, *values, *times, trials, commit, fp]) + " |\n"
     notes = _notes(dataset, rows, result, columns, command)
     return text + (f"\n{notes}" if notes else "")
+
+
+def _targets(targets: list[Target], rows: list[BoardRow]) -> str:
+    """What the board must show (its file's ``targets``), met or missed on this dataset, with the test."""
+    if not targets:
+        return ""
+    vectors, _ = per_user_rows(rows)
+    text = "\nTargets (bench/targets.py: the row's mean against the best of the named rows, two-sided paired t-test):\n\n"
+    for target in targets:
+        result = judge(target, vectors)
+        if isinstance(result, str):
+            text += f"- {target.describe()}: {result}.\n"
+            continue
+        verdict = "**met**" if result.met else "**missed**"
+        text += (
+            f"- {target.describe()}: {verdict}: {result.value:.4f} against {result.best} {result.best_value:.4f}, "
+            f"{result.ratio:.2f} x, p = {result.p:.2g} ({result.n_pairs:,} (seed, user) pairs).\n"
+        )
+    return text
 
 
 def _group_tables(rows: list[BoardRow], summaries: dict, type_columns: list[str]) -> str:

@@ -16,6 +16,8 @@ a model is one line under ``models``)::
     columns: [hit@10, ndcg@10]         # leaderboard metrics (default: every overall metric)
     type_columns: [hit@10]             # metrics shown per item type, warm and cold (default: first column)
     reference: GFM-noGNN               # optional: every row is also tested against this row
+    targets:                           # optional: what the board must show, judged in its report (bench.targets)
+      - {row: GFM-noGNN, metric: hit@10, over: [LightGCN, Pop], at_least: 1.1}
     jobs: 2                            # cells run at a time (default 1; --jobs N overrides), the cores shared
     search:                            # optional: budget-matched tuning (recbole_gfm.bench.search)
       trials: 8                        # one budget for every row that has a space
@@ -54,6 +56,7 @@ from recbole.utils import ModelType
 from recbole_gfm.artifacts import file_fingerprint, fingerprint, settings_fingerprint
 from recbole_gfm.bench.board import Benchmark, Row
 from recbole_gfm.bench.record import FOUNDATION_PREFIX
+from recbole_gfm.bench.targets import parse_targets
 from recbole_gfm.bench.search import direction, parse_search, search_metric, search_problems, study_fingerprint
 from recbole_gfm.checkpoint import to_plain
 from recbole_gfm.config import Config, ConfigError, load_yaml
@@ -64,7 +67,7 @@ from recbole_gfm.run.stages import check_dataset_files, model_inputs
 
 KEYS = {
     "name", "description", "protocol", "config_files", "config", "datasets", "models", "seeds",
-    "max_epochs", "columns", "type_columns", "output_dir", "reference", "search", "jobs",
+    "max_epochs", "columns", "type_columns", "output_dir", "reference", "targets", "search", "jobs",
 }  # fmt: skip
 BOARD_VALID_METRIC = "NDCG@10"  # what every row of a board validates on unless its config says otherwise
 BOARD_FILE = "board.yaml"  # a board of record's benchmark file, in its folder
@@ -309,6 +312,10 @@ def load_benchmark(
     reference = spec.get("reference")
     if reference is not None and reference not in models:
         raise _error(file, "reference", f"'{reference}' is not a label under models ({', '.join(models)}).")
+    try:
+        targets = parse_targets(spec.get("targets"), list(models), spec.get("columns"))
+    except ValueError as e:
+        raise _error(file, "targets", str(e)) from None
 
     name = spec.get("name") or (os.path.basename(base) if record else os.path.splitext(os.path.basename(file))[0])
     scratch = os.path.join("results", "benchmark", name)
@@ -323,6 +330,7 @@ def load_benchmark(
         type_columns=spec.get("type_columns"),
         record=record,
         reference=reference,
+        targets=targets,
         search=parse_search(spec.get("search"), file, list(models), seeds),
         cmd_overrides=dict(cmd_overrides or {}),
         jobs=jobs,

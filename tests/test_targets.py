@@ -1,0 +1,69 @@
+"""A board's targets: parsed with errors that name the entry, judged against the best named row with a paired test."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from recbole_gfm.bench.targets import Target, judge, parse_targets
+
+LABELS = ["GFM", "ContentKNN", "DropoutNet", "Pop"]
+COLUMNS = ["hit@10", "ndcg@10[items=cold]"]
+
+
+def vectors(values: dict[str, list[list[float]]], metric: str = "ndcg@10[items=cold]") -> dict:
+    """Per row, per seed, the per-user record shape (users u0.., one metric)."""
+    return {
+        label: {seed: {"users": [f"u{i}" for i in range(len(v))], "metrics": {metric: np.array(v)}} for seed, v in enumerate(runs)}
+        for label, runs in values.items()
+    }
+
+
+def test_targets_parse_with_defaults_and_refuse_what_cannot_be_judged():
+    (target,) = parse_targets([{"row": "GFM", "metric": "hit@10", "over": ["ContentKNN", "Pop"], "at_least": 1.2}], LABELS, COLUMNS)
+    assert target == Target("GFM", "hit@10", ("ContentKNN", "Pop"), 1.2, 0.05)
+    assert parse_targets(None, LABELS, COLUMNS) == []
+    bad = {
+        "a row the board lacks": ([{"row": "GFM", "metric": "hit@10", "over": ["LightGCN"]}], "LightGCN not a row of the board"),
+        "a metric whose per-user values are not kept": ([{"row": "GFM", "metric": "mrr@10", "over": ["Pop"]}], "add it to columns"),
+        "the row against itself": ([{"row": "GFM", "metric": "hit@10", "over": ["GFM", "Pop"]}], "row GFM is also under over"),
+        "a ratio that is not one": ([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "at_least": "1.2x"}], "at_least must be"),
+        "a misspelt key": ([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "at_leat": 1.2}], "unknown keys ['at_leat']"),
+        "not a list": ({"row": "GFM"}, "expected a list of targets"),
+    }
+    for raw, message in bad.values():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_targets(raw, LABELS, COLUMNS)
+
+
+def test_a_target_is_judged_against_the_best_named_row_on_the_pooled_cases():
+    rng = np.random.default_rng(0)
+    gfm = rng.uniform(0.2, 0.4, size=(2, 50))
+    knn = gfm * 0.7 + rng.normal(0, 0.02, size=gfm.shape)  # the best other row: about 1.43 x below
+    drop = gfm * 0.2
+    data = vectors({"GFM": gfm.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})
+    target = Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.2)
+    result = judge(target, data)
+    assert result.best == "ContentKNN" and result.n_pairs == 100
+    assert result.value == pytest.approx(gfm.mean()) and result.best_value == pytest.approx(knn.mean())
+    assert result.p == pytest.approx(stats.ttest_rel(gfm.ravel(), knn.ravel()).pvalue)
+    assert result.ratio == pytest.approx(gfm.mean() / knn.mean()) and result.met
+    # the same row and test, a ratio it does not reach
+    assert not judge(Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.5), data).met
+    # better, but by no more than the noise: not met
+    close = vectors({"GFM": gfm.tolist(), "ContentKNN": (gfm + rng.normal(0, 0.05, size=gfm.shape)).tolist()})
+    loose = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0), close)
+    assert loose.p > 0.05 and not loose.met
+    # a user outside the metric's group (NaN) is left out of every row's cases
+    gfm_nan = gfm.copy()
+    gfm_nan[0, 0] = np.nan
+    assert judge(target, vectors({"GFM": gfm_nan.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})).n_pairs == 99
+
+
+def test_a_target_whose_rows_have_no_values_says_why_it_is_not_judged():
+    data = vectors({"GFM": [[0.3, 0.2]], "Pop": [[0.1, 0.1]]}, metric="hit@10")
+    assert judge(Target("GFM", "ndcg@10[items=cold]", ("Pop",)), data) == "not judged: no per-user ndcg@10[items=cold] for GFM, Pop"
+    assert judge(Target("GFM", "hit@10", ("ContentKNN",)), data) == "not judged: no per-user hit@10 for ContentKNN"

@@ -24,7 +24,9 @@ def vectors(values: dict[str, list[list[float]]], metric: str = "ndcg@10[items=c
 
 def test_targets_parse_with_defaults_and_refuse_what_cannot_be_judged():
     (target,) = parse_targets([{"row": "GFM", "metric": "hit@10", "over": ["ContentKNN", "Pop"], "at_least": 1.2}], LABELS, COLUMNS)
-    assert target == Target("GFM", "hit@10", ("ContentKNN", "Pop"), 1.2, 0.05)
+    assert target == Target("GFM", "hit@10", ("ContentKNN", "Pop"), 1.2, 0.05, True)
+    (no_worse,) = parse_targets([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "significant": False}], LABELS, COLUMNS)
+    assert not no_worse.significant and no_worse.describe() == "GFM hit@10 >= 1 x the best of Pop"
     assert parse_targets(None, LABELS, COLUMNS) == []
     bad = {
         "a row the board lacks": ([{"row": "GFM", "metric": "hit@10", "over": ["LightGCN"]}], "LightGCN not a row of the board"),
@@ -33,6 +35,7 @@ def test_targets_parse_with_defaults_and_refuse_what_cannot_be_judged():
         "a ratio that is not one": ([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "at_least": "1.2x"}], "at_least must be"),
         "a misspelt key": ([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "at_leat": 1.2}], "unknown keys ['at_leat']"),
         "not a list": ({"row": "GFM"}, "expected a list of targets"),
+        "a test flag that is not one": ([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "significant": "no"}], "significant must be"),
     }
     for raw, message in bad.values():
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -53,10 +56,14 @@ def test_a_target_is_judged_against_the_best_named_row_on_the_pooled_cases():
     assert result.ratio == pytest.approx(gfm.mean() / knn.mean()) and result.met
     # the same row and test, a ratio it does not reach
     assert not judge(Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.5), data).met
-    # better, but by no more than the noise: not met
-    close = vectors({"GFM": gfm.tolist(), "ContentKNN": (gfm + rng.normal(0, 0.05, size=gfm.shape)).tolist()})
+    # better or worse by no more than the noise: not met; as a "no worse than" target, the ratio alone decides
+    noisy = gfm + rng.normal(0, 0.05, size=gfm.shape)
+    close = vectors({"GFM": gfm.tolist(), "ContentKNN": noisy.tolist()})
     loose = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0), close)
     assert loose.p > 0.05 and not loose.met
+    no_worse = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0, significant=False), close)
+    assert no_worse.p == loose.p and no_worse.met == (gfm.mean() >= noisy.mean())
+    assert judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 0.9, significant=False), close).met
     # a user outside the metric's group (NaN) is left out of every row's cases
     gfm_nan = gfm.copy()
     gfm_nan[0, 0] = np.nan

@@ -2,13 +2,15 @@
 
     targets:        # optional
       - {row: GFM, metric: 'ndcg@10[items=cold]', over: [DropoutNet, ContentKNN, LLMKNN], at_least: 1.2}
+      - {row: GFM, metric: 'hit@10[items=warm]', over: [GFM-noGNN], significant: False}   # no worse
 
 On each dataset a target compares ``row`` with the best of the ``over`` rows on ``metric`` (one of
 the board's columns, whose per-user values the cells keep), on the (seed, user) cases they share,
 pooled over seeds as the board's other tests are (:mod:`recbole_gfm.bench.significance`). It is
 **met** when the row's mean is at least ``at_least`` times the best other mean and a two-sided
-paired t-test against that row gives p < ``alpha`` (default .05). Testing against the best of the
-named rows alone is the usual reading of "better than every baseline": one test, no correction;
+paired t-test against that row gives p < ``alpha`` (default .05); with ``significant: False`` (a
+"no worse than" target) the ratio alone decides, the p-value is shown. Testing against the best of
+the named rows alone is the usual reading of "better than every baseline": one test, no correction;
 the report names the row it was tested against.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from recbole_gfm.bench.significance import AlignmentError, align, paired_pvalues
 
-KEYS = ("row", "metric", "over", "at_least", "alpha")
+KEYS = ("row", "metric", "over", "at_least", "alpha", "significant")
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,11 @@ class Target:
     over: tuple[str, ...]
     at_least: float = 1.0
     alpha: float = 0.05
+    significant: bool = True  # False: the ratio alone decides (a "no worse than" target)
 
     def describe(self) -> str:
-        return f"{self.row} {self.metric} >= {self.at_least:g} x the best of {', '.join(self.over)}, p < {self.alpha:g}"
+        test = f", p < {self.alpha:g}" if self.significant else ""
+        return f"{self.row} {self.metric} >= {self.at_least:g} x the best of {', '.join(self.over)}{test}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Judgement:
 
     @property
     def met(self) -> bool:
+        if not self.target.significant:
+            return self.ratio >= self.target.at_least
         return self.value > self.best_value and self.ratio >= self.target.at_least and self.p < self.target.alpha
 
 
@@ -84,7 +90,10 @@ def parse_targets(raw: Any, labels: Sequence[str], columns: Sequence[str] | None
             raise ValueError(f"{where}: at_least must be a positive number (a ratio, e.g. 1.2), got {at_least!r}.")
         if not isinstance(alpha, float) or not 0 < alpha < 1:
             raise ValueError(f"{where}: alpha must be a number in (0, 1), got {alpha!r}.")
-        targets.append(Target(str(entry["row"]), str(entry["metric"]), tuple(map(str, over)), float(at_least), alpha))
+        significant = entry.get("significant", True)
+        if not isinstance(significant, bool):
+            raise ValueError(f"{where}: significant must be True or False, got {significant!r}.")
+        targets.append(Target(str(entry["row"]), str(entry["metric"]), tuple(map(str, over)), float(at_least), alpha, significant))
     return targets
 
 

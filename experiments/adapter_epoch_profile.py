@@ -1,7 +1,7 @@
 """Where does a GFM adapter epoch go? History sums vs towers vs loss vs backward (issue 15's time target).
 
     .venv/bin/python experiments/adapter_epoch_profile.py [--dataset ml-100k-typed] [--protocol loo]
-        [--threads 2] [--epochs 2] [--history-cache-mb MB]
+        [--threads 2] [--epochs 2] [--history-cache-mb MB] [--bf16]
 
 GFM-small-noGNN (the quick board's settings, no foundation, so nothing else is trained) on one
 split: for every training batch of an epoch, times (1) ``GFM.history`` (the per-type content sums
@@ -10,7 +10,9 @@ otherwise gathered from the sums GFM builds once), (2) the rest of
 ``calculate_loss`` (towers, in-batch softmax), (3) backward and the optimiser step. Also counts the
 history rows an epoch gathers (sum over training interactions of their user's degree) against the
 interactions themselves, and times one epoch of RecBole's LightGCN (its defaults, lr .01 as on the
-quick board) on the same split in the same process, as the ratio's denominator. Prints Markdown.
+quick board) on the same split in the same process, as the ratio's denominator. ``--bf16``: the
+adapter's forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the probe's wrapper, not a
+package option; the loss's quality is not measured here). Prints Markdown.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--history-cache-mb", type=int, default=None, help="GFM's history_cache_mb (0: every batch sums its users' histories)")
+    parser.add_argument("--bf16", action="store_true", help="the adapter's forward under CPU bf16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -61,7 +64,7 @@ def main() -> None:
     inter_users = train.dataset.inter_feat[model.USER_ID]
     rows = int(degree[inter_users].sum())
 
-    print(f"# GFM adapter epoch profile: {args.dataset}, {args.protocol}, {args.threads} threads\n")
+    print(f"# GFM adapter epoch profile: {args.dataset}, {args.protocol}, {args.threads} threads{', bf16 autocast' if args.bf16 else ''}\n")
     print(f"`{' '.join(sys.argv)}`; {platform.processor() or platform.machine()}, torch {torch.__version__}\n")
     print(f"train interactions {len(inter_users):,}; history rows gathered per epoch {rows:,} "
           f"({rows / len(inter_users):.0f} per interaction); content dim {model.content.shape[1]}; "
@@ -83,7 +86,8 @@ def main() -> None:
         batches, start_epoch = 0, time.perf_counter()
         for interaction in data:
             start = time.perf_counter()
-            loss = model.calculate_loss(interaction)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = model.calculate_loss(interaction)
             clock["loss"] += time.perf_counter() - start
             start = time.perf_counter()
             optimizer.zero_grad()

@@ -50,7 +50,7 @@ def test_a_target_is_judged_against_the_best_named_row_on_the_pooled_cases():
     data = vectors({"GFM": gfm.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})
     target = Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.2)
     result = judge(target, data)
-    assert result.best == "ContentKNN" and result.n_pairs == 100
+    assert result.best == "ContentKNN" and result.n_pairs == 100 and result.n_seeds == 2
     assert result.value == pytest.approx(gfm.mean()) and result.best_value == pytest.approx(knn.mean())
     assert result.p == pytest.approx(stats.ttest_rel(gfm.ravel(), knn.ravel()).pvalue)
     assert result.ratio == pytest.approx(gfm.mean() / knn.mean()) and result.met
@@ -64,6 +64,9 @@ def test_a_target_is_judged_against_the_best_named_row_on_the_pooled_cases():
     no_worse = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0, significant=False), close)
     assert no_worse.p == loose.p and no_worse.met == (gfm.mean() >= noisy.mean())
     assert judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 0.9, significant=False), close).met
+    # a named row with one seed finished so far: judged on that seed's cases alone, and the count says so
+    partial = judge(target, vectors({"GFM": gfm.tolist(), "ContentKNN": knn[:1].tolist(), "DropoutNet": drop.tolist()}))
+    assert partial.n_seeds == 1 and partial.n_pairs == 50 and partial.value == pytest.approx(gfm[0].mean())
     # a user outside the metric's group (NaN) is left out of every row's cases
     gfm_nan = gfm.copy()
     gfm_nan[0, 0] = np.nan
@@ -74,3 +77,5 @@ def test_a_target_whose_rows_have_no_values_says_why_it_is_not_judged():
     data = vectors({"GFM": [[0.3, 0.2]], "Pop": [[0.1, 0.1]]}, metric="hit@10")
     assert judge(Target("GFM", "ndcg@10[items=cold]", ("Pop",)), data) == "not judged: no per-user ndcg@10[items=cold] for GFM, Pop"
     assert judge(Target("GFM", "hit@10", ("ContentKNN",)), data) == "not judged: no per-user hit@10 for ContentKNN"
+    one_user = vectors({"GFM": [[0.3]], "Pop": [[0.1]]}, metric="hit@10")
+    assert judge(Target("GFM", "hit@10", ("Pop",)), one_user).startswith("not judged: A paired test needs at least 2 pairs")

@@ -132,7 +132,7 @@ def _targets(targets: list[Target], rows: list[BoardRow]) -> str:
         verdict = "**met**" if result.met else "**missed**"
         text += (
             f"- {target.describe()}: {verdict}: {result.value:.4f} against {result.best} {result.best_value:.4f}, "
-            f"{result.ratio:.2f} x, p = {result.p:.2g} ({result.n_pairs:,} (seed, user) pairs).\n"
+            f"{result.ratio:.2f} x, p = {result.p:.2g} ({result.n_pairs:,} (seed, user) pairs, {result.n_seeds} seeds).\n"
         )
     return text
 

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from recbole_gfm.bench.significance import AlignmentError, align, paired_pvalues
+from recbole_gfm.bench.significance import align, paired_pvalues
 
 KEYS = ("row", "metric", "over", "at_least", "alpha", "significant")
 
@@ -50,6 +50,7 @@ class Judgement:
     best_value: float
     p: float
     n_pairs: int
+    n_seeds: int  # a row still running is judged on the seeds every named row has
 
     @property
     def ratio(self) -> float:
@@ -107,9 +108,9 @@ def judge(target: Target, vectors: Mapping[str, Mapping[Any, dict]]) -> Judgemen
     table = {label: {seed: (v["users"], v["metrics"][target.metric]) for seed, v in vectors[label].items()} for label in labels}
     try:
         keys, matrix, _ = align(table, common_subset=True)
-    except AlignmentError as e:
+        means = matrix.mean(axis=1)
+        best = 1 + int(np.argmax(means[1:]))
+        p, _ = paired_pvalues(matrix[0], matrix[best])
+    except ValueError as e:  # AlignmentError too: no shared case, or too few to test
         return f"not judged: {e}"
-    means = matrix.mean(axis=1)
-    best = 1 + int(np.argmax(means[1:]))
-    p, _ = paired_pvalues(matrix[0], matrix[best])
-    return Judgement(target, float(means[0]), labels[best], float(means[best]), float(p), len(keys))
+    return Judgement(target, float(means[0]), labels[best], float(means[best]), float(p), len(keys), len({seed for seed, _ in keys}))

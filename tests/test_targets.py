@@ -49,33 +49,56 @@ def test_a_target_is_judged_against_the_best_named_row_on_the_pooled_cases():
     drop = gfm * 0.2
     data = vectors({"GFM": gfm.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})
     target = Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.2)
-    result = judge(target, data)
+    result = judge(target, data, {})
     assert result.best == "ContentKNN" and result.n_pairs == 100 and result.n_seeds == 2
     assert result.value == pytest.approx(gfm.mean()) and result.best_value == pytest.approx(knn.mean())
     assert result.p == pytest.approx(stats.ttest_rel(gfm.ravel(), knn.ravel()).pvalue)
     assert result.ratio == pytest.approx(gfm.mean() / knn.mean()) and result.met
     # the same row and test, a ratio it does not reach
-    assert not judge(Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.5), data).met
+    assert not judge(Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.5), data, {}).met
     # better or worse by no more than the noise: not met; as a "no worse than" target, the ratio alone decides
     noisy = gfm + rng.normal(0, 0.05, size=gfm.shape)
     close = vectors({"GFM": gfm.tolist(), "ContentKNN": noisy.tolist()})
-    loose = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0), close)
+    loose = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0), close, {})
     assert loose.p > 0.05 and not loose.met
-    no_worse = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0, significant=False), close)
+    no_worse = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0, significant=False), close, {})
     assert no_worse.p == loose.p and no_worse.met == (gfm.mean() >= noisy.mean())
-    assert judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 0.9, significant=False), close).met
+    assert judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 0.9, significant=False), close, {}).met
     # a named row with one seed finished so far: judged on that seed's cases alone, and the count says so
-    partial = judge(target, vectors({"GFM": gfm.tolist(), "ContentKNN": knn[:1].tolist(), "DropoutNet": drop.tolist()}))
+    partial = judge(target, vectors({"GFM": gfm.tolist(), "ContentKNN": knn[:1].tolist(), "DropoutNet": drop.tolist()}), {})
     assert partial.n_seeds == 1 and partial.n_pairs == 50 and partial.value == pytest.approx(gfm[0].mean())
     # a user outside the metric's group (NaN) is left out of every row's cases
     gfm_nan = gfm.copy()
     gfm_nan[0, 0] = np.nan
-    assert judge(target, vectors({"GFM": gfm_nan.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})).n_pairs == 99
+    assert judge(target, vectors({"GFM": gfm_nan.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()}), {}).n_pairs == 99
 
 
-def test_a_target_whose_rows_have_no_values_says_why_it_is_not_judged():
+def test_without_per_user_values_a_target_is_judged_on_the_means_and_a_significance_target_is_not_tested():
     data = vectors({"GFM": [[0.3, 0.2]], "Pop": [[0.1, 0.1]]}, metric="hit@10")
-    assert judge(Target("GFM", "ndcg@10[items=cold]", ("Pop",)), data) == "not judged: no per-user ndcg@10[items=cold] for GFM, Pop"
-    assert judge(Target("GFM", "hit@10", ("ContentKNN",)), data) == "not judged: no per-user hit@10 for ContentKNN"
+    means = {"GFM": (0.54, 3), "LightGCN": (0.56, 3), "GFM-noGNN": (0.52, 2)}  # a per-type key: no per-user values
+    untested = judge(Target("GFM", "hit@10[type=kids]", ("LightGCN", "GFM-noGNN"), 1.3), data, means)
+    assert untested.best == "LightGCN" and untested.p is None and untested.n_seeds == 2
+    assert untested.ratio == pytest.approx(0.54 / 0.56) and untested.met is False, "the ratio misses: missed, test or not"
+    reached = judge(Target("GFM", "hit@10[type=kids]", ("GFM-noGNN",), 1.02), data, means)
+    assert reached.ratio == pytest.approx(0.54 / 0.52) and reached.met is None, "the ratio is reached, the test cannot be run"
+    no_worse = judge(Target("GFM", "hit@10[type=kids]", ("GFM-noGNN",), significant=False), data, means)
+    assert no_worse.met and no_worse.best_value == 0.52
+    assert judge(Target("GFM", "hit@10[type=kids]", ("ContentKNN",)), data, means) == "not judged: no finished cell of ContentKNN"
     one_user = vectors({"GFM": [[0.3]], "Pop": [[0.1]]}, metric="hit@10")
-    assert judge(Target("GFM", "hit@10", ("Pop",)), one_user).startswith("not judged: A paired test needs at least 2 pairs")
+    assert judge(Target("GFM", "hit@10", ("Pop",)), one_user, {}).startswith("not judged: A paired test needs at least 2 pairs")
+
+
+def test_a_time_target_compares_the_mean_seconds_with_the_fastest_named_row():
+    (target,) = parse_targets([{"row": "GFM", "metric": "train_time_to_best_s", "over": ["Pop", "ContentKNN"], "at_most": 2}],
+                              LABELS, COLUMNS)  # fmt: skip
+    assert target.is_time and target.describe() == "GFM train_time_to_best_s <= 2 x the fastest of Pop, ContentKNN"
+    means = {"GFM": (300.0, 3), "Pop": (200.0, 3), "ContentKNN": (140.0, 3)}
+    result = judge(target, {}, means)
+    assert result.best == "ContentKNN" and result.ratio == pytest.approx(300 / 140) and result.met is False
+    assert judge(target, {}, {**means, "ContentKNN": (150.0, 3)}).met
+    for wrong, message in (({"at_least": 2}, "give at_most"), ({}, "give at_most")):
+        entry = {"row": "GFM", "metric": "train_time_s", "over": ["Pop"], **wrong}
+        with pytest.raises(ValueError, match=message):
+            parse_targets([entry], LABELS, COLUMNS)
+    with pytest.raises(ValueError, match="at_most is for times"):
+        parse_targets([{"row": "GFM", "metric": "hit@10", "over": ["Pop"], "at_most": 2}], LABELS, COLUMNS)

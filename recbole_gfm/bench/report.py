@@ -52,7 +52,7 @@ def write_leaderboard(bench: Benchmark, left: Left | None = None, command: str |
     md.write(_header(bench, rows, left, command))
     for dataset in datasets:
         md.write(_table(dataset, rows, summaries, columns, tests[dataset], command))
-        md.write(_targets(bench.targets, [r for r in rows if r.dataset == dataset and r.row is not None]))
+        md.write(_targets(bench.targets, [r for r in rows if r.dataset == dataset and r.row is not None], summaries))
     md.write(_group_tables(rows, summaries, type_columns))
     md.write(_footer(bench, rows))
 
@@ -118,21 +118,33 @@ def _table(dataset: str, rows: list[BoardRow], summaries: dict, columns: list[st
     return text + (f"\n{notes}" if notes else "")
 
 
-def _targets(targets: list[Target], rows: list[BoardRow]) -> str:
+def _targets(targets: list[Target], rows: list[BoardRow], summaries: dict) -> str:
     """What the board must show (its file's ``targets``), met or missed on this dataset, with the test."""
     if not targets:
         return ""
     vectors, _ = per_user_rows(rows)
     text = "\nTargets (bench/targets.py: the row's mean against the best of the named rows, two-sided paired t-test):\n\n"
     for target in targets:
-        result = judge(target, vectors)
+        means = {
+            r.label: (summaries[(r.dataset, r.label)][target.metric][0], len(r.cells)) for r in rows
+            if r.cells and target.metric in summaries[(r.dataset, r.label)]
+        }  # fmt: skip
+        result = judge(target, vectors, means)
         if isinstance(result, str):
             text += f"- {target.describe()}: {result}.\n"
             continue
-        verdict = "**met**" if result.met else "**missed**"
+        verdict = {True: "**met**", False: "**missed**", None: "**not tested**"}[result.met]
+        if target.is_time:
+            basis, digits = f"the means over seeds ({result.n_seeds} seeds)", ".1f"
+        elif result.p is None:
+            basis, digits = f"the means over seeds ({result.n_seeds} seeds; the cells keep no per-user values of it to test)", ".4f"
+        else:
+            basis = f"p = {result.p:.2g} ({result.n_pairs:,} (seed, user) pairs, {result.n_seeds} seeds)"
+            digits = ".4f"
+        stale = [r.label for r in rows if r.label in (target.row, *target.over) and r.stale]
         text += (
-            f"- {target.describe()}: {verdict}: {result.value:.4f} against {result.best} {result.best_value:.4f}, "
-            f"{result.ratio:.2f} x, p = {result.p:.2g} ({result.n_pairs:,} (seed, user) pairs, {result.n_seeds} seeds).\n"
+            f"- {target.describe()}: {verdict}: {result.value:{digits}} against {result.best} {result.best_value:{digits}}, "
+            f"{result.ratio:.2f} x, {basis}" + (f"; from stale rows: {', '.join(stale)}" if stale else "") + ".\n"
         )
     return text
 

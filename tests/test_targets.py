@@ -22,6 +22,11 @@ def vectors(values: dict[str, list[list[float]]], metric: str = "ndcg@10[items=c
     }
 
 
+def means_of(data: dict, metric: str = "ndcg@10[items=cold]") -> dict:
+    """What the report passes beside the vectors: per row, (its mean over seeds, its seeds)."""
+    return {label: (float(np.nanmean([np.nanmean(v["metrics"][metric]) for v in runs.values()])), len(runs)) for label, runs in data.items()}
+
+
 def test_targets_parse_with_defaults_and_refuse_what_cannot_be_judged():
     (target,) = parse_targets([{"row": "GFM", "metric": "hit@10", "over": ["ContentKNN", "Pop"], "at_least": 1.2}], LABELS, COLUMNS)
     assert target == Target("GFM", "hit@10", ("ContentKNN", "Pop"), 1.2, 0.05, True)
@@ -49,28 +54,35 @@ def test_a_target_is_judged_against_the_best_named_row_on_the_pooled_cases():
     drop = gfm * 0.2
     data = vectors({"GFM": gfm.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})
     target = Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.2)
-    result = judge(target, data, {})
+    result = judge(target, data, means_of(data))
     assert result.best == "ContentKNN" and result.n_pairs == 100 and result.n_seeds == 2
     assert result.value == pytest.approx(gfm.mean()) and result.best_value == pytest.approx(knn.mean())
     assert result.p == pytest.approx(stats.ttest_rel(gfm.ravel(), knn.ravel()).pvalue)
     assert result.ratio == pytest.approx(gfm.mean() / knn.mean()) and result.met
     # the same row and test, a ratio it does not reach
-    assert not judge(Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.5), data, {}).met
+    assert not judge(Target("GFM", "ndcg@10[items=cold]", ("DropoutNet", "ContentKNN"), 1.5), data, means_of(data)).met
     # better or worse by no more than the noise: not met; as a "no worse than" target, the ratio alone decides
     noisy = gfm + rng.normal(0, 0.05, size=gfm.shape)
     close = vectors({"GFM": gfm.tolist(), "ContentKNN": noisy.tolist()})
-    loose = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0), close, {})
+    loose = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0), close, means_of(close))
     assert loose.p > 0.05 and not loose.met
-    no_worse = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0, significant=False), close, {})
+    no_worse = judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 1.0, significant=False), close, means_of(close))
     assert no_worse.p == loose.p and no_worse.met == (gfm.mean() >= noisy.mean())
-    assert judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 0.9, significant=False), close, {}).met
+    assert judge(Target("GFM", "ndcg@10[items=cold]", ("ContentKNN",), 0.9, significant=False), close, means_of(close)).met
     # a named row with one seed finished so far: judged on that seed's cases alone, and the count says so
-    partial = judge(target, vectors({"GFM": gfm.tolist(), "ContentKNN": knn[:1].tolist(), "DropoutNet": drop.tolist()}), {})
+    partly = vectors({"GFM": gfm.tolist(), "ContentKNN": knn[:1].tolist(), "DropoutNet": drop.tolist()})
+    partial = judge(target, partly, means_of(partly))
     assert partial.n_seeds == 1 and partial.n_pairs == 50 and partial.value == pytest.approx(gfm[0].mean())
     # a user outside the metric's group (NaN) is left out of every row's cases
     gfm_nan = gfm.copy()
     gfm_nan[0, 0] = np.nan
-    assert judge(target, vectors({"GFM": gfm_nan.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()}), {}).n_pairs == 99
+    with_nan = vectors({"GFM": gfm_nan.tolist(), "ContentKNN": knn.tolist(), "DropoutNet": drop.tolist()})
+    assert judge(target, with_nan, means_of(with_nan)).n_pairs == 99
+    # a named row not run yet is left out, and named
+    early = {label: runs for label, runs in data.items() if label != "ContentKNN"}
+    without = judge(target, early, means_of(early))
+    assert without.best == "DropoutNet" and without.not_run == ("ContentKNN",) and without.met
+    assert judge(Target("GFM", "ndcg@10[items=cold]", ("Pop",)), data, means_of(data)) == "not judged: no finished cell of Pop"
 
 
 def test_without_per_user_values_a_target_is_judged_on_the_means_and_a_significance_target_is_not_tested():
@@ -85,7 +97,8 @@ def test_without_per_user_values_a_target_is_judged_on_the_means_and_a_significa
     assert no_worse.met and no_worse.best_value == 0.52
     assert judge(Target("GFM", "hit@10[type=kids]", ("ContentKNN",)), data, means) == "not judged: no finished cell of ContentKNN"
     one_user = vectors({"GFM": [[0.3]], "Pop": [[0.1]]}, metric="hit@10")
-    assert judge(Target("GFM", "hit@10", ("Pop",)), one_user, {}).startswith("not judged: A paired test needs at least 2 pairs")
+    assert judge(Target("GFM", "hit@10", ("Pop",)), one_user, means_of(one_user, "hit@10")).startswith(
+        "not judged: A paired test needs at least 2 pairs")
 
 
 def test_a_time_target_compares_the_mean_seconds_with_the_fastest_named_row():

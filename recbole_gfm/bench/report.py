@@ -144,7 +144,8 @@ def _targets(targets: list[Target], rows: list[BoardRow], summaries: dict) -> st
         stale = [r.label for r in rows if r.label in (target.row, *target.over) and r.stale]
         text += (
             f"- {target.describe()}: {verdict}: {result.value:{digits}} against {result.best} {result.best_value:{digits}}, "
-            f"{result.ratio:.2f} x, {basis}" + (f"; from stale rows: {', '.join(stale)}" if stale else "") + ".\n"
+            f"{result.ratio:.2f} x, {basis}" + (f"; from stale rows: {', '.join(stale)}" if stale else "")
+            + (f"; not run yet, left out: {', '.join(result.not_run)}" if result.not_run else "") + ".\n"
         )
     return text
 

@@ -67,6 +67,7 @@ class Judgement:
     p: float | None
     n_pairs: int
     n_seeds: int  # a row still running is judged on the seeds every named row has
+    not_run: tuple[str, ...] = ()  # named rows without a finished cell, left out
 
     @property
     def ratio(self) -> float:
@@ -131,17 +132,21 @@ def _target(entry: Any, where: str, labels: Sequence[str], columns: Sequence[str
 
 def judge(target: Target, vectors: Mapping[str, Mapping[Any, dict]], means: Mapping[str, tuple[float, int]]) -> Judgement | str:
     """``target`` on one dataset: from the rows' per-user vectors (per row label, per seed: ``{"users",
-    "metrics"}``) where they hold the metric, else from ``means`` (per row label: (mean of the metric
-    over its seeds, seeds)); the reason it cannot be judged otherwise."""
-    labels = [target.row, *target.over]
+    "metrics"}``) where they hold the metric, else from ``means`` (per row label with a finished cell:
+    (mean of the metric over its seeds, seeds)); named rows not run yet are left out (and named in the
+    judgement); the reason it cannot be judged otherwise."""
+    if target.row not in means:
+        return f"not judged: no finished cell of {target.row}"
+    over = [label for label in target.over if label in means]  # the named rows not run yet are left out, and named
+    if not over:
+        return f"not judged: no finished cell of {', '.join(target.over)}"
+    missing = tuple(label for label in target.over if label not in means)
+    labels = [target.row, *over]
     with_values = all(label in vectors and all(target.metric in v["metrics"] for v in vectors[label].values()) for label in labels)
     if target.is_time or not with_values:
-        absent = [label for label in labels if label not in means]
-        if absent:
-            return f"not judged: no finished cell of {', '.join(absent)}"
         pick = min if target.is_time else max
-        best = pick(target.over, key=lambda label: means[label][0])
-        return Judgement(target, means[target.row][0], best, means[best][0], None, 0, min(means[label][1] for label in labels))
+        best = pick(over, key=lambda label: means[label][0])
+        return Judgement(target, means[target.row][0], best, means[best][0], None, 0, min(means[label][1] for label in labels), missing)
     table = {label: {seed: (v["users"], v["metrics"][target.metric]) for seed, v in vectors[label].items()} for label in labels}
     try:
         keys, matrix, _ = align(table, common_subset=True)
@@ -151,4 +156,4 @@ def judge(target: Target, vectors: Mapping[str, Mapping[Any, dict]], means: Mapp
     except ValueError as e:  # AlignmentError too: no shared case, or too few to test
         return f"not judged: {e}"
     return Judgement(target, float(row_means[0]), labels[best], float(row_means[best]), float(p), len(keys),
-                     len({seed for seed, _ in keys}))  # fmt: skip
+                     len({seed for seed, _ in keys}), missing)  # fmt: skip

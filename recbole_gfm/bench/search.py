@@ -391,8 +391,9 @@ def run_search(
 
     Trial by trial: the settings are proposed from the trials before; a stored trial with these
     settings (:func:`same_settings`: floats to 1e-9, as a proposal's last bits move across CPUs) is
-    kept, any other is run: ``run_trial(number, params, path, trials)`` runs it (``trials``: the ones before it, which its pruner reads) and stores its file at ``path`` (the
-    benchmark runs it in a child process). ``say`` prints progress, ``warn`` names a damaged trial file.
+    kept, any other is run: ``run_trial(number, params, path, trials)`` runs it (``trials``: the
+    ones before it, which its pruner reads) and stores its file at ``path`` (the benchmark runs it
+    in a child process). ``say`` prints progress, ``warn`` names a damaged trial file.
     """
     trials: list[dict] = []
     while len(trials) < spec.trials:

@@ -16,8 +16,10 @@ no correction; the report names the row it was tested against.
 
 Where the cells keep no per-user values of the metric (per-type keys), the ratio comes from the
 table's means over seeds: a "no worse than" target is judged on it, a significance target is
-missed when the ratio misses and reported as not tested otherwise. A time (``train_time_s``, ``train_time_to_best_s``, ``eval_time_s``: lower is
-better) takes ``at_most`` instead, against the fastest named row, from the means over seeds.
+missed when the ratio misses and reported as not tested otherwise. A time (``train_time_s``,
+``train_time_to_best_s``, ``eval_time_s``: lower is better) takes ``at_most`` instead, against the
+fastest named row, from the means over seeds. Named rows without a finished cell are left out and
+named in the report.
 """
 
 from __future__ import annotations
@@ -142,8 +144,10 @@ def judge(target: Target, vectors: Mapping[str, Mapping[Any, dict]], means: Mapp
         return f"not judged: no finished cell of {', '.join(target.over)}"
     missing = tuple(label for label in target.over if label not in means)
     labels = [target.row, *over]
-    with_values = all(label in vectors and all(target.metric in v["metrics"] for v in vectors[label].values()) for label in labels)
-    if target.is_time or not with_values:
+    per_user = not target.is_time and all(
+        label in vectors and all(target.metric in v["metrics"] for v in vectors[label].values()) for label in labels
+    )
+    if not per_user:
         pick = min if target.is_time else max
         best = pick(over, key=lambda label: means[label][0])
         return Judgement(target, means[target.row][0], best, means[best][0], None, 0, min(means[label][1] for label in labels), missing)
